@@ -1,0 +1,160 @@
+"""The ``livepuppet`` command: subcommands, argument parsing, and errors mapped to exit codes.
+
+A :class:`~livepuppet.errors.LivepuppetError` is something the user can fix: it
+is printed as one line and the exit code is 2, never with a traceback. Heavy
+imports (TensorFlow above all) happen inside the subcommands that need them,
+so ``run`` and ``animate`` on the LiteRT engine never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import LivepuppetError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return w, h
+
+
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'dynamic', got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
+    p.add_argument("--engine", choices=("tflite", "savedmodel"), default="tflite",
+                   help="tflite: LiteRT on the CPU (default); savedmodel: TensorFlow, on a GPU if it sees one")
+    p.add_argument("--threads", type=_positive, help="CPU threads for the tflite engine (default: all cores)")
+
+
+def _motion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=True,
+                   help="move the source relative to the calibration frame (default: on)")
+    p.add_argument("--adapt-scale", action=argparse.BooleanOptionalAction, default=True,
+                   help="scale the movement by the source/driving face size ratio (default: on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livepuppet", description="Animate a portrait with your webcam (FOMM).")
+    parser.add_argument("--version", action="version", version=f"livepuppet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="original .pth.tar checkpoint -> SavedModels + TFLite models")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--config", help="original YAML config or a preset name (default: read off the checkpoint)")
+    p.add_argument("--out", type=Path, help="model folder (default: models/<checkpoint name>)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
+    p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
+
+    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
+    p.add_argument("--source", action="append", required=True, type=Path,
+                   help="portrait image, or a folder of them; repeat for several avatars")
+    _engine_args(p)
+    p.add_argument("--camera", default="0", help="camera index, video file or URL (default 0)")
+    p.add_argument("--camera-size", type=_size, help="capture size WxH")
+    p.add_argument("--no-preview", action="store_true", help="no window: feed the virtual camera / recording only")
+    p.add_argument("--vcam", action="store_true", help="send the avatar to a virtual camera")
+    p.add_argument("--vcam-size", type=_size, default=(512, 512), help="virtual camera size WxH (default 512x512)")
+    p.add_argument("--vcam-fps", type=_positive, default=30, help="virtual camera frame rate (default 30)")
+    p.add_argument("--record", type=Path, help="also record the avatar to this video file")
+    p.add_argument("--frames", type=_positive, help="stop after N avatar frames")
+    p.add_argument("--batch", type=_positive, default=1, help="camera frames per inference call (default 1)")
+    p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
+    p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
+    _motion_args(p)
+
+    p = sub.add_parser("animate", help="a portrait + a driving video -> an animated video")
+    p.add_argument("--source", required=True, type=Path, help="portrait image")
+    p.add_argument("--driving", required=True, type=Path, help="driving video, or a folder of frames")
+    p.add_argument("--output", required=True, help="output video (.mp4), or a folder/ for PNG frames")
+    _engine_args(p)
+    _motion_args(p)
+    p.add_argument("--batch", type=_positive, default=4, help="frames per inference call (default 4)")
+    p.add_argument("--frames", type=_positive, help="animate only the first N frames")
+    p.add_argument("--best-frame", action="store_true",
+                   help="calibrate on the driving frame whose pose is nearest the source's")
+    p.add_argument("--side-by-side", action="store_true", help="write source | driving | result panels")
+
+    p = sub.add_parser("bench", help="what each stage costs on this machine")
+    _engine_args(p)
+    p.add_argument("--batch", type=_positive, default=1, help="driving frames per call (default 1)")
+    p.add_argument("--repeats", type=_positive, default=5, help="timed runs per stage (default 5)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+
+    p = sub.add_parser("download", help="download a published checkpoint into checkpoint/")
+    p.add_argument("name", nargs="?", help="model name (default: vox-adv)")
+
+    sub.add_parser("doctor", help="what this machine offers livepuppet")
+    return parser
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
+    """The function behind a subcommand, imported only when that subcommand runs."""
+    from importlib import import_module
+
+    module, func = {
+        "convert": ("livepuppet.commands", "convert"),
+        "run": ("livepuppet.live.command", "run"),
+        "animate": ("livepuppet.animate", "run"),
+        "bench": ("livepuppet.bench", "run"),
+        "download": ("livepuppet.commands", "download"),
+        "doctor": ("livepuppet.doctor", "run"),
+    }[name]
+    return getattr(import_module(module), func)
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":  # the live loop installs its own, gentler handler
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(_command(args.command)(args) or 0)
+    except LivepuppetError as exc:
+        print(f"livepuppet: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("livepuppet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The ``convert`` and ``download`` subcommands, and the model resolution every runtime command shares."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import LivepuppetError, ModelFolderError
+from .manifest import MANIFEST
+from .paths import checkpoint_dir, find_checkpoint, models_dir
+
+console = Console(stderr=True)
+
+
+def model_name(checkpoint: Path) -> str:
+    """'vox-adv-cpk.pth.tar' -> 'vox-adv-cpk': the default model folder name."""
+    name = checkpoint.name
+    for suffix in (".tar", ".pth", ".pt", ".ckpt"):
+        name = name.removesuffix(suffix)
+    return name or "model"
+
+
+def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
+                       precision: str = "fp32", batch: int | None = 1,
+                       size: tuple[int, int] | None = None) -> Path:
+    """Read, check and convert a checkpoint; returns the model folder."""
+    from . import config as cfgmod
+    from .checkpoint import load_checkpoint
+
+    start = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint)
+    cfg = cfgmod.resolve(config, (ckpt.generator, ckpt.kp_detector))
+    cfgmod.validate(cfg, ckpt.generator, ckpt.kp_detector, source=str(checkpoint))
+    if size is not None:
+        cfg = cfg.with_frame_shape(size[1], size[0])
+    cfg.validate_frame_shape()
+    out = out or models_dir() / model_name(checkpoint)
+    from .export import build, check_destination
+
+    check_destination(out)
+    console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
+                  f"{precision}, batch {batch if batch else 'dynamic'}")
+    build(ckpt, cfg, out, precision=precision, batch=batch, console=console)
+    console.print(f"total {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def convert(args: argparse.Namespace) -> int:
+    convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size)
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    from .download import ensure_checkpoint
+    from .registry import get_entry
+
+    path = ensure_checkpoint(get_entry(args.name))
+    console.print(f"[green]{path}[/] is ready; next: livepuppet run --source face.png")
+    return 0
+
+
+def default_model_folder() -> Path:
+    from .registry import get_entry
+
+    return models_dir() / model_name(Path(get_entry().filename))
+
+
+def resolve_model(model: Path | None, *, download_ok: bool = False, yes: bool = False) -> Path:
+    """The model folder to run: the one given, else the default one, converting or downloading it first.
+
+    With no ``--model``: use the converted default model if present; else convert
+    the default checkpoint if it is in checkpoint/; else (``download_ok``) ask
+    once whether to download it (``yes`` answers for scripts), then convert.
+    """
+    if model is not None:
+        if not (model / MANIFEST).is_file():
+            hint = (f"`livepuppet convert CHECKPOINT --out {model}` makes one" if not model.exists()
+                    else "is it the folder `livepuppet convert` wrote?")
+            raise ModelFolderError(f"{model} is not a livepuppet model folder; {hint}")
+        return model
+    folder = default_model_folder()
+    if (folder / MANIFEST).is_file():
+        return folder
+    from .registry import get_entry
+
+    entry = get_entry()
+    checkpoint = find_checkpoint(entry)
+    if checkpoint is None:
+        if not download_ok:
+            raise ModelFolderError(
+                f"no model in {folder}; run `livepuppet download` then `livepuppet convert "
+                f"{checkpoint_dir() / entry.filename}`, or pass --model")
+        if not (yes or _ask(f"The default model ({entry.filename}, about 230 MB) is not here. Download it now?")):
+            raise LivepuppetError(f"no model to run; put {entry.filename} in {checkpoint_dir()} or pass --model")
+        from .download import ensure_checkpoint
+
+        checkpoint = ensure_checkpoint(entry)
+    console.print(f"first run: converting {checkpoint.name} once (a minute or two)")
+    return convert_checkpoint(checkpoint, folder, entry.preset)
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise LivepuppetError("the default model is missing and there is no terminal to ask; pass --yes to download it")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")

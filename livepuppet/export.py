@@ -1,0 +1,276 @@
+"""Checkpoint -> model folder: four SavedModels, four TFLite models, a manifest, all self-verified.
+
+The folder is built beside its destination and renamed into place only once
+every model has been run and compared with the TensorFlow graph, so a failed
+or interrupted convert never leaves a half-made or half-replaced model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .checkpoint import Checkpoint
+from .config import ModelConfig
+from .errors import LivepuppetError
+from .manifest import FORMAT, MANIFEST, MODEL_NAMES
+from .model import FOMM
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FP32_TOLERANCE = 1e-4
+
+
+class VerificationError(LivepuppetError):
+    """A built model does not reproduce the TensorFlow graph."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One exported graph: its input signature and the function computing its named outputs."""
+
+    name: str
+    inputs: list[tf.TensorSpec]
+    fn: Callable[..., dict[str, tf.Tensor]]
+    module: tf.Module  # the part of the model whose weights this graph needs
+
+
+def model_specs(fomm: FOMM, batch: int | None) -> list[ModelSpec]:
+    cfg = fomm.cfg
+    h, w = cfg.frame_shape
+    k = cfg.num_kp
+    feat_shape, small_shape = (s.shape for s in fomm.encode_source(tf.zeros([1, h, w, 3])))
+    spec = tf.TensorSpec
+
+    def kp_specs(prefix: str, b: int | None) -> list[tf.TensorSpec]:
+        return [spec([b, k, 2], tf.float32, f"{prefix}_value"), spec([b, k, 2, 2], tf.float32, f"{prefix}_jacobian")]
+
+    def detect(image):
+        value, jac = fomm.detect_keypoints(image)
+        return {"value": value, "jacobian": jac}
+
+    def encode(source):
+        features, small = fomm.encode_source(source)
+        return {"features": features, "source_small": small}
+
+    def process(source_value, source_jacobian, initial_value, initial_jacobian, driving_value, driving_jacobian,
+                relative, adapt_scale):
+        value, jac = fomm.process_keypoints((source_value, source_jacobian), (driving_value, driving_jacobian),
+                                            (initial_value, initial_jacobian), relative, adapt_scale)
+        return {"value": value, "jacobian": jac}
+
+    def generate(driving_value, driving_jacobian, source_value, source_jacobian, features, source_small):
+        pred = fomm.generate((driving_value, driving_jacobian), (source_value, source_jacobian), features, source_small)
+        return {"prediction": pred}
+
+    return [
+        ModelSpec("kp_detector", [spec([batch, h, w, 3], tf.float32, "image")], detect, fomm.kp_detector),
+        ModelSpec("source_encoder", [spec([1, h, w, 3], tf.float32, "source")], encode, fomm.source_encoder),
+        ModelSpec("kp_processing", kp_specs("source", 1) + kp_specs("initial", 1) + kp_specs("driving", batch)
+                  + [spec([], tf.float32, "relative"), spec([], tf.float32, "adapt_scale")], process, tf.Module()),
+        ModelSpec("generator", kp_specs("driving", batch) + kp_specs("source", 1)
+                  + [spec(feat_shape, tf.float32, "features"), spec(small_shape, tf.float32, "source_small")],
+                  generate, fomm.generator),
+    ]
+
+
+def _export_module(model: ModelSpec) -> tf.Module:
+    holder = tf.Module()
+    holder.model = model.module
+    holder.serve = tf.function(model.fn, input_signature=model.inputs)
+    return holder
+
+
+def _to_tflite(saved_model: Path, precision: str) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on LiteRT alone
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        # Dynamic-range: int8 weights, activations quantised per inference. Full-integer
+        # quantisation would round the sampling grids and keypoints to 8 bits.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def tflite_ops(path: Path) -> list[str]:
+    """The builtin ops a TFLite model uses, read from its interpreter (no delegate applied)."""
+    interp = make_interpreter(path, threads=1, delegates=False)
+    return sorted({op["op_name"] for op in interp._get_ops_details()})
+
+
+def make_interpreter(path: Path, threads: int | None = None, delegates: bool = True):
+    try:
+        from ai_edge_litert import interpreter as lite
+    except ImportError:  # pragma: no cover - LiteRT is a dependency; TensorFlow's copy as a fallback
+        lite = tf.lite
+    resolver = lite.OpResolverType.AUTO if delegates else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count(),
+                            experimental_op_resolver_type=resolver)
+
+
+def _describe(specs) -> list[dict]:
+    return [{"name": s.name, "shape": [d if d is not None else -1 for d in s.shape], "dtype": s.dtype.name}
+            for s in specs]
+
+
+def sample_inputs(fomm: FOMM, model: ModelSpec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible random inputs: images in [0, 1], keypoints in [-0.7, 0.7], jacobians near the identity."""
+    rng = np.random.default_rng(seed)
+    h, w = fomm.cfg.frame_shape
+    out: dict[str, np.ndarray] = {}
+    for s in model.inputs:
+        shape = [batch if d is None else d for d in s.shape]
+        if s.name.endswith("value"):
+            out[s.name] = rng.uniform(-0.7, 0.7, shape).astype(np.float32)
+        elif s.name.endswith("jacobian"):
+            out[s.name] = (np.eye(2) + rng.normal(0, 0.1, shape)).astype(np.float32)
+        elif s.name in ("relative", "adapt_scale"):
+            out[s.name] = np.float32(1.0)
+        elif s.name in ("image", "source"):
+            out[s.name] = rng.uniform(0, 1, shape).astype(np.float32)
+    if model.name == "generator":
+        features, small = fomm.encode_source(tf.constant(rng.uniform(0, 1, (1, h, w, 3)).astype(np.float32)))
+        out["features"], out["source_small"] = features.numpy(), small.numpy()
+    return out
+
+
+def run_tflite(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    runner = make_interpreter(path).get_signature_runner("serving_default")
+    return runner(**inputs)
+
+
+def _max_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
+
+
+def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str = "fp32",
+          batch: int | None = 1, console: Console | None = None,
+          on_model_built: Callable[[str], None] | None = None) -> dict:
+    """Convert a checkpoint into the model folder ``out``; returns the manifest written.
+
+    ``on_model_built`` is called after each model is written (progress hooks, tests).
+    """
+    console = console or Console(stderr=True)
+    out = Path(out)
+    check_destination(out)
+    start = time.perf_counter()
+    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector)
+    specs = model_specs(fomm, batch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        models, errors = {}, []
+        with Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.fields[step]:<12}"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            for model in specs:
+                task = progress.add_task(model.name, total=4, step="tracing")
+                models[model.name], err = _build_one(fomm, model, tmp, precision, batch, progress, task)
+                errors.append((model.name, *err))
+                if on_model_built:
+                    on_model_built(model.name)
+        _print_errors(console, errors, precision)
+        _check_errors(errors, precision)
+        manifest = {
+            "format": FORMAT, "livepuppet_version": __version__, "config": cfg.to_dict(),
+            "checkpoint": {"name": checkpoint.path.name, "sha256": checkpoint.sha256},
+            "precision": precision, "batch": batch, "models": models,
+            "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    console.print(f"[green]model written to {out}[/] in {time.perf_counter() - start:.1f} s")
+    return manifest
+
+
+def check_destination(out: Path) -> None:
+    """Refuse to replace anything but an earlier model folder, and say so before any work."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise LivepuppetError(f"{out} exists and is not a livepuppet model folder; choose another --out")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LivepuppetError(f"cannot write to {probe}; choose a writable --out")
+
+
+def _build_one(fomm: FOMM, model: ModelSpec, tmp: Path, precision: str, batch: int | None,
+               progress: Progress, task) -> tuple[dict, tuple[float, float]]:
+    module = _export_module(model)
+    concrete = module.serve.get_concrete_function()
+    saved = tmp / model.name
+    progress.update(task, advance=1, step="SavedModel")
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": concrete})
+    progress.update(task, advance=1, step="TFLite")
+    tflite = tmp / f"{model.name}.tflite"
+    tflite.write_bytes(_to_tflite(saved, precision))
+    progress.update(task, advance=1, step="verifying")
+    inputs = sample_inputs(fomm, model, batch or 2)
+    expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    loaded = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    got_saved = {k: v.numpy() for k, v in loaded(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    got_lite = run_tflite(tflite, inputs)
+    progress.update(task, advance=1, step="done")
+    entry = {
+        "savedmodel": model.name, "tflite": tflite.name,
+        "inputs": _describe(model.inputs),
+        "outputs": _describe([tf.TensorSpec(v.shape, v.dtype, k) for k, v in concrete.structured_outputs.items()]),
+        "tflite_ops": tflite_ops(tflite), "tflite_bytes": tflite.stat().st_size,
+    }
+    return entry, (_max_error(expected, got_saved), _max_error(expected, got_lite))
+
+
+def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str) -> None:
+    table = Table(title="self-verification: max abs error against the TensorFlow graph")
+    table.add_column("model")
+    table.add_column("SavedModel (fp32)", justify="right")
+    table.add_column(f"TFLite ({precision})", justify="right")
+    for name, saved, lite in errors:
+        table.add_row(name, f"{saved:.2e}", f"{lite:.2e}")
+    console.print(table)
+
+
+def _check_errors(errors: list[tuple[str, float, float]], precision: str) -> None:
+    for name, saved, lite in errors:
+        worst = max(saved, lite) if precision == "fp32" else saved
+        if not worst <= FP32_TOLERANCE:
+            raise VerificationError(
+                f"the converted {name} differs from the TensorFlow graph by {worst:.2e} (limit {FP32_TOLERANCE:g}); "
+                "nothing was written. Please report this with your TensorFlow version"
+            )
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place; an existing model is swapped out, never half-replaced."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["build", "model_specs", "PRECISIONS", "MODEL_NAMES", "VerificationError", "tflite_ops", "sample_inputs"]

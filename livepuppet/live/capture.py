@@ -1,0 +1,382 @@
+"""Camera and video-file capture on a background thread.
+
+Why a thread: ``VideoCapture.read`` blocks until the device has a frame, and a
+live camera must be drained continuously or its driver buffer fills with stale
+frames (seconds of lag). The thread owns the device; the consumer only sees
+RGB uint8 frames.
+
+Two delivery modes:
+
+* live camera: a one-frame slot. Each grab overwrites the slot and bumps a
+  sequence number; ``read`` returns the newest frame newer than the last one
+  read, so a slow consumer drops stale frames instead of lagging behind.
+* file camera: a small bounded queue. Every frame is delivered in order and the
+  reader thread blocks when the queue is full (backpressure); end of file ends
+  the stream.
+
+A live camera that stops delivering (unplugged, driver hiccup) is reported as
+``stalled``; the thread releases it and keeps reopening it with exponential
+backoff, and the stream resumes when frames return.
+"""
+
+from __future__ import annotations
+
+import enum
+import glob
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from livepuppet.errors import CameraError
+
+_STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://")
+
+
+class FrameSource(Protocol):
+    """The part of ``cv2.VideoCapture`` we use (so tests can substitute it)."""
+
+    def isOpened(self) -> bool: ...
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def release(self) -> None: ...
+    def set(self, prop_id: int, value: float) -> bool: ...
+
+
+#: Builds a fresh source for a camera spec; called again on every reopen.
+OpenerFactory = Callable[[int | str], FrameSource]
+
+
+class CaptureState(str, enum.Enum):
+    RUNNING = "running"
+    STALLED = "stalled"
+    ENDED = "ended"
+    CLOSED = "closed"
+
+
+_END = object()
+
+
+class Capture:
+    """A frame source read on its own thread; see the module docstring."""
+
+    def __init__(self, opener: Callable[[], FrameSource], *, live: bool, name: str,
+                 source: FrameSource | None = None, stall_after: float = 1.0,
+                 backoff: tuple[float, float] = (0.25, 4.0), queue_size: int = 4) -> None:
+        self.live, self.name = live, name
+        self.stall_after, self.backoff = stall_after, backoff
+        self._opener = opener
+        self._src = source
+        self._cond = threading.Condition()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._frame: np.ndarray | None = None
+        self._seq = 0          # frames grabbed
+        self._read_seq = 0     # last seq handed to the consumer
+        self._stamp = 0.0      # monotonic time of the newest grab
+        self._state = CaptureState.RUNNING
+        self._ended = False
+        self.stalls = 0        # stall episodes so far
+        self.dropped = 0       # live frames overwritten before being read
+        self.last_read_stamp = 0.0
+        self.read_ms: deque[float] = deque(maxlen=10000)
+        self._thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
+
+    # -- consumer side -------------------------------------------------
+    def start(self) -> "Capture":
+        self._thread.start()
+        return self
+
+    @property
+    def state(self) -> CaptureState:
+        """Running/stalled/ended; a live camera silent for ``stall_after`` counts as stalled
+        even while its read call is still blocked."""
+        with self._cond:
+            if (self.live and self._state is CaptureState.RUNNING and self._seq
+                    and time.monotonic() - self._stamp > self.stall_after):
+                return CaptureState.STALLED
+            return self._state
+
+    def wait_first_frame(self, timeout: float) -> bool:
+        """Wait until a live camera grabbed its first frame; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._seq > 0, timeout)
+
+    @property
+    def ended(self) -> bool:
+        """True once a file camera's last frame has been read."""
+        return self._ended
+
+    def read(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """The next frame as ``(seq, rgb_uint8)``, or None on timeout / end of stream.
+
+        Live: the newest frame not read yet (skipped seqs were dropped).
+        File: the next frame in order.
+        """
+        if not self.live:
+            if self._ended:
+                return None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if item is _END:
+                self._ended = True
+                return None
+            seq, frame, self.last_read_stamp = item
+            return seq, frame
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._seq > self._read_seq or self._stop.is_set(),
+                                       timeout):
+                return None
+            if self._seq <= self._read_seq or self._stop.is_set():
+                return None
+            self._read_seq = self._seq
+            self.last_read_stamp = self._stamp
+            return self._seq, self._frame  # type: ignore[return-value]
+
+    def release(self) -> None:
+        """Stop the thread and release the device; safe to call twice."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
+        if not self._thread.is_alive():
+            self._close_source()
+        self._state = CaptureState.CLOSED
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- thread side ---------------------------------------------------
+    def _close_source(self) -> None:
+        src, self._src = self._src, None
+        if src is not None:
+            try:
+                src.release()
+            except Exception:  # a vanished device may fail to release; nothing left to do
+                pass
+
+    def _run(self) -> None:
+        try:
+            self._run_live() if self.live else self._run_file()
+        finally:
+            self._close_source()  # also when release() gave up joining a blocked read
+
+    def _grab(self) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        try:
+            ok, frame = self._src.read() if self._src is not None else (False, None)
+        except Exception:  # a driver error mid-stream is a failed read like any other
+            ok, frame = False, None
+        if not ok or frame is None:
+            return None
+        rgb = _to_rgb(frame)
+        self.read_ms.append((time.perf_counter() - t0) * 1000)
+        return rgb
+
+    def _run_file(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            frame = self._grab()
+            item = _END if frame is None else (seq + 1, frame, time.monotonic())
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if frame is None:
+                self._state = CaptureState.ENDED
+                return
+            seq += 1
+
+    def _run_live(self) -> None:
+        delay = self.backoff[0]
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            if self._src is None and not self._reopen():
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+                failing_since = None
+                continue
+            frame = self._grab()
+            now = time.monotonic()
+            if frame is not None:
+                delay, failing_since = self.backoff[0], None
+                self._publish(frame, now)
+                continue
+            failing_since = failing_since or now
+            if now - failing_since < self.stall_after:
+                self._stop.wait(0.01)
+                continue
+            self._mark_stalled()
+            self._close_source()
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.backoff[1])
+            failing_since = None
+
+    def _reopen(self) -> bool:
+        try:
+            src = self._opener()
+        except Exception:
+            return False
+        if not src.isOpened():
+            src.release()
+            return False
+        self._src = src
+        return True
+
+    def _mark_stalled(self) -> None:
+        with self._cond:
+            if self._state is CaptureState.RUNNING:
+                self._state = CaptureState.STALLED
+                self.stalls += 1
+
+    def _publish(self, frame: np.ndarray, now: float) -> None:
+        with self._cond:
+            if self._seq > self._read_seq:
+                self.dropped += 1
+            if self._state is CaptureState.RUNNING and self._seq and now - self._stamp > self.stall_after:
+                self.stalls += 1  # a read that blocked past stall_after, seen via ``state``
+            self._frame, self._stamp = frame, now
+            self._seq += 1
+            self._state = CaptureState.RUNNING
+            self._cond.notify_all()
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 2:
+        import cv2
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        import cv2
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return np.ascontiguousarray(frame[:, :, 2::-1])
+
+
+# -- opening -------------------------------------------------------------
+
+def cv2_opener(spec: int | str) -> FrameSource:
+    """The default opener: V4L2 on Linux for indices (the default backend there may be
+    GStreamer, slower to open and ignoring buffer settings), any backend otherwise."""
+    import cv2
+    log = cv2.utils.logging
+    old = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)  # a missing camera gets our CameraError, not OpenCV's warnings
+    try:
+        if isinstance(spec, int) and sys.platform.startswith("linux"):
+            return cv2.VideoCapture(spec, cv2.CAP_V4L2)
+        return cv2.VideoCapture(spec)
+    finally:
+        log.setLogLevel(old)
+
+
+def list_cameras(probe: int = 10, budget_s: float = 3.0) -> list[str]:
+    """Cameras that exist, as ``"index (name)"`` strings.
+
+    Linux: the /dev/video* capture nodes named in sysfs, without opening them.
+    Elsewhere: indices 0..probe-1 that open, within a time budget.
+    """
+    if sys.platform.startswith("linux"):
+        found = []
+        nums = sorted(int(m.group(1)) for d in glob.glob("/dev/video*")
+                      if (m := re.fullmatch(r"/dev/video(\d+)", d)))
+        for num in nums:
+            sysfs = Path("/sys/class/video4linux") / f"video{num}"
+            if _read(sysfs / "index") not in ("", "0"):
+                continue  # metadata node of a camera listed under its other index
+            name = _read(sysfs / "name")
+            found.append(f"{num} ({name})" if name else num)
+        return found
+    import cv2
+    found, t0 = [], time.monotonic()
+    for i in range(probe):
+        if time.monotonic() - t0 > budget_s:
+            break
+        cap = cv2.VideoCapture(i)
+        if cap.isOpened():
+            found.append(str(i))
+        cap.release()
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _missing_camera(index: int, cameras: list[str]) -> CameraError:
+    if not cameras:
+        return CameraError(f"camera {index} not found: no cameras found; plug one in, "
+                           "check that no other app holds it, or pass a video file with --camera PATH")
+    return CameraError(f"camera {index} not found; cameras that exist: {', '.join(cameras)}; "
+                       "pick one with --camera INDEX")
+
+
+def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
+                opener: OpenerFactory | None = None, live: bool | None = None,
+                lister: Callable[[], list[str]] | None = None,
+                first_frame_timeout: float = 5.0, **capture_kw: object) -> Capture:
+    """Open a camera index (int or digit string) or a video file/URL and start its thread.
+
+    ``size`` is the requested ``(width, height)`` of a live camera (it picks the
+    nearest mode it supports); files keep their size. Stream URLs (rtsp, rtmp,
+    udp, tcp, srt) are treated as live cameras, other URLs and paths as files;
+    ``live`` overrides that. Raises CameraError when nothing can be opened or a
+    live camera opens but sends no frame within ``first_frame_timeout`` seconds.
+    """
+    opener = opener or cv2_opener
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec)
+    is_index = isinstance(spec, int)
+    if live is None:
+        live = is_index or str(spec).lower().startswith(_STREAM_SCHEMES)
+    if not is_index and "://" not in str(spec) and not os.path.exists(str(spec)):
+        raise CameraError(f"video file not found: {spec}; pass a camera index (e.g. --camera 0) "
+                          "or an existing video file")
+
+    def open_once() -> FrameSource:
+        src = opener(spec)
+        if live and src.isOpened():
+            _configure(src, size)
+        return src
+
+    src = open_once()
+    if not src.isOpened():
+        src.release()
+        if is_index:
+            raise _missing_camera(int(spec), (lister or list_cameras)())
+        raise CameraError(f"cannot open video {spec}: unreadable or unsupported format")
+    cap = Capture(open_once, live=live, name=str(spec), source=src, **capture_kw).start()  # type: ignore[arg-type]
+    if live and not cap.wait_first_frame(first_frame_timeout):
+        cap.release()
+        raise CameraError(f"camera {spec} opened but sent no frames; close other apps using it "
+                          "or try another --camera index")
+    return cap
+
+
+def _configure(src: FrameSource, size: tuple[int, int] | None) -> None:
+    import cv2
+    try:
+        src.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver queue short: less lag
+        if size is not None:
+            w, h = size
+            if w > 640:  # uncompressed YUYV above VGA runs at a few fps on USB 2 cameras
+                src.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            src.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+            src.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+    except cv2.error:
+        pass  # a camera that refuses a setting keeps its default

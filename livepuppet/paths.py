@@ -1,0 +1,62 @@
+"""Where livepuppet keeps checkpoints and converted models.
+
+By default both folders live in the directory livepuppet is run from (users
+run it from a clone of the repository): ``./checkpoint`` for downloaded or
+hand-placed PyTorch checkpoints and ``./models`` for converted model folders.
+Setting ``LIVEPUPPET_HOME`` moves both under that directory instead.
+
+Nothing here creates a folder; whoever writes into one creates it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from livepuppet.registry import ModelEntry
+
+HOME_ENV = "LIVEPUPPET_HOME"
+CHECKPOINT_FOLDER = "checkpoint"
+MODELS_FOLDER = "models"
+PARTIAL_SUFFIX = ".partial"
+
+
+def home_dir() -> Path:
+    """The directory holding ``checkpoint/`` and ``models/``, as an absolute path.
+
+    ``$LIVEPUPPET_HOME`` when set (and not empty), else the current working
+    directory at the time of the call.
+    """
+    value = os.environ.get(HOME_ENV, "").strip()
+    base = Path(value).expanduser() if value else Path.cwd()
+    return base.absolute()
+
+
+def checkpoint_dir() -> Path:
+    """The folder where checkpoints are downloaded to and looked up in."""
+    return home_dir() / CHECKPOINT_FOLDER
+
+
+def models_dir() -> Path:
+    """The folder where converted model folders are written to and looked up in."""
+    return home_dir() / MODELS_FOLDER
+
+
+def find_checkpoint(entry: "ModelEntry", directory: Path | None = None) -> Path | None:
+    """The checkpoint file for ``entry`` if it is present, else ``None``.
+
+    A file the user placed by hand under the entry's file name is always used:
+    its checksum is not enforced (it may be another copy of the same model, or
+    a stripped one). An unfinished download (``<filename>.partial``) never
+    counts, and neither does an empty file.
+    """
+    folder = checkpoint_dir() if directory is None else Path(directory)
+    candidate = folder / entry.filename
+    try:
+        if candidate.is_file() and candidate.stat().st_size > 0:
+            return candidate
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,89 @@
+"""Frames in, animated frames out: source set-up once, calibration, then per-frame work.
+
+Used by ``animate`` (offline) and by the live loop; it only talks to an
+:class:`~livepuppet.engines.Engine`, so it runs on any back end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from .engines import Engine, Keypoints, SourceData
+
+
+class Pipeline:
+    """Animates one source image with driving frames, the way the original demo does.
+
+    The first driving frame seen (or the first after :meth:`recalibrate`) is
+    the calibration frame: relative motion is measured from its keypoints.
+    """
+
+    def __init__(self, engine: Engine, relative: bool = True, adapt_scale: bool = True):
+        self.engine = engine
+        self.frame_size = engine.frame_size
+        self.relative = relative
+        self.adapt_scale = adapt_scale
+        self.source: SourceData | None = None
+        self.initial: Keypoints | None = None
+        self._last: Keypoints | None = None
+        self.timings: dict[str, float] = {}
+        self.history: dict[str, list[float]] = defaultdict(list)
+
+    def _timed(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        ms = (now - start) * 1000
+        self.timings[stage] = ms
+        self.history[stage].append(ms)
+        return now
+
+    def set_source(self, image: np.ndarray) -> None:
+        """Run the source-only work (keypoints, encoder) once for this source image."""
+        start = time.perf_counter()
+        self.source = self.engine.encode_source(image)
+        self._timed("source", start)
+
+    def recalibrate(self) -> None:
+        """Make the next driving frame the calibration frame."""
+        self.initial = None
+
+    def calibrate(self, frame: np.ndarray) -> None:
+        self.initial = self.engine.detect_keypoints(frame.reshape(1, *self.frame_size, 3))
+
+    def detect(self, frames: np.ndarray) -> Keypoints:
+        return self.engine.detect_keypoints(frames)
+
+    def animate(self, frames: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) driving frames -> (B, H, W, 3) predictions, float32 in [0, 1]."""
+        if self.source is None:
+            raise RuntimeError("set_source() first")
+        start = time.perf_counter()
+        driving = self.engine.detect_keypoints(frames)
+        start = self._timed("keypoints", start)
+        if self.initial is None:
+            self.initial = driving[0]
+        self._last = driving
+        norm = self.engine.process_keypoints(self.source.keypoints, driving, self.initial,
+                                             self.relative, self.adapt_scale)
+        start = self._timed("process", start)
+        out = self.engine.generate(norm, self.source)
+        self._timed("generate", start)
+        return out
+
+    def keypoints(self) -> np.ndarray | None:
+        return None if self._last is None else self._last.value
+
+
+def layout(value: np.ndarray) -> np.ndarray:
+    """Keypoints (K, 2) centred and scaled to unit RMS radius: their pose, free of position and size."""
+    centred = value - value.mean(axis=0)
+    return centred / max(float(np.sqrt((centred**2).sum(axis=1).mean())), 1e-8)
+
+
+def best_frame(source: Keypoints, driving_values: np.ndarray) -> int:
+    """Index of the driving frame whose keypoint layout is nearest the source's."""
+    target = layout(source.value[0])
+    dists = [float(((layout(v) - target) ** 2).sum()) for v in driving_values]
+    return int(np.argmin(dists))
