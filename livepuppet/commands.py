@@ -26,15 +26,35 @@ def model_name(checkpoint: Path) -> str:
 
 def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
                        precision: str = "fp32", batch: int | None = 1,
-                       size: tuple[int, int] | None = None) -> Path:
-    """Read, check and convert a checkpoint; returns the model folder."""
+                       size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False) -> Path:
+    """Read, check and convert a checkpoint; returns the model folder.
+
+    ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
+    checkpoint, read the architecture off the checkpoint instead of failing,
+    keeping the config's frame size when it has one (first runs: a registry
+    entry's preset names the published model, a mirror may hold another one).
+    """
     from . import config as cfgmod
     from .checkpoint import load_checkpoint
+    from .errors import ConfigError
 
     start = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
-    cfg = cfgmod.resolve(config, (ckpt.generator, ckpt.kp_detector))
-    cfgmod.validate(cfg, ckpt.generator, ckpt.kp_detector, source=str(checkpoint))
+    try:
+        cfg = cfgmod.resolve(config, (ckpt.generator, ckpt.kp_detector))
+        cfgmod.validate(cfg, ckpt.generator, ckpt.kp_detector, source=str(checkpoint))
+    except ConfigError:
+        if config is None or not infer_on_mismatch:
+            raise
+        try:
+            shape = cfgmod.resolve(config).frame_shape
+        except ConfigError:
+            shape = None
+        cfg = cfgmod.infer(ckpt.generator, ckpt.kp_detector)
+        if shape is not None:
+            cfg = cfg.with_frame_shape(*shape)
+        console.print(f"{checkpoint.name} does not match the {config!r} config; "
+                      "using the architecture read off the checkpoint")
     if size is not None:
         cfg = cfg.with_frame_shape(size[1], size[0])
     cfg.validate_frame_shape()
@@ -100,7 +120,7 @@ def resolve_model(model: Path | None, *, download_ok: bool = False, yes: bool = 
 
         checkpoint = ensure_checkpoint(entry)
     console.print(f"first run: converting {checkpoint.name} once (a minute or two)")
-    return convert_checkpoint(checkpoint, folder, entry.preset)
+    return convert_checkpoint(checkpoint, folder, entry.preset, infer_on_mismatch=True)
 
 
 def _ask(question: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -171,7 +172,7 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
     fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector)
     specs = model_specs(fomm, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = _partial_folder(out)
     try:
         models, errors = {}, []
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.fields[step]:<12}"),
@@ -199,6 +200,18 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
     return manifest
 
 
+def _partial_folder(out: Path) -> Path:
+    """A new empty folder beside ``out``; made with mkdir, not mkdtemp, so that the model folder
+    it becomes gets the user's ordinary permissions (umask), not mkdtemp's private 0700."""
+    while True:
+        tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def check_destination(out: Path) -> None:
     """Refuse to replace anything but an earlier model folder, and say so before any work."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
@@ -207,6 +220,8 @@ def check_destination(out: Path) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise LivepuppetError(f"cannot write to {out}: {probe} is a file, not a folder; choose another --out")
     if not os.access(probe, os.W_OK):
         raise LivepuppetError(f"cannot write to {probe}; choose a writable --out")
 

@@ -19,6 +19,7 @@ process being killed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -51,6 +52,25 @@ _FALLBACK_FPS = 30.0  # used when a video file reports no usable frame rate
 _FRAME_NAME = re.compile(r"^\d{5,}\.png$")  # files FrameFolderWriter writes
 _AUDIO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio:")
 _W = TypeVar("_W", bound="_Writer")
+
+# libavformat's own messages ("moov atom not found") would precede our one-line
+# error for a corrupt video; read by OpenCV when it first opens a video file.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """Silence OpenCV's warnings (such as "can't be used to capture by name") while opening a file."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
 
 
 # --------------------------------------------------------------------------- images
@@ -294,8 +314,9 @@ class FrameSource:
         self._index = 1
 
     def _open_video(self) -> None:
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        ok, bgr = (capture.read() if capture.isOpened() else (False, None))
+        with _opencv_quiet():
+            capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            ok, bgr = (capture.read() if capture.isOpened() else (False, None))
         if not ok or bgr is None:
             capture.release()
             raise MediaError(
@@ -362,7 +383,8 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
     p = Path(path)
     if not p.is_file():
         raise MediaError(f"video not found: {p}; check the path")
-    capture = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    with _opencv_quiet():
+        capture = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
             raise MediaError(f"cannot read video {p}: it is corrupt or in an unsupported format")

@@ -282,22 +282,24 @@ def cv2_opener(spec: int | str) -> FrameSource:
         log.setLogLevel(old)
 
 
-def list_cameras(probe: int = 10, budget_s: float = 3.0) -> list[str]:
+def list_cameras(probe: int = 10, budget_s: float = 3.0, *, dev: str = "/dev",
+                 sysfs: str = "/sys/class/video4linux") -> list[str]:
     """Cameras that exist, as ``"index (name)"`` strings.
 
-    Linux: the /dev/video* capture nodes named in sysfs, without opening them.
-    Elsewhere: indices 0..probe-1 that open, within a time budget.
+    Linux: the /dev/video* capture nodes named in sysfs, without opening them
+    (opening can take a second each). Elsewhere: indices 0..probe-1 that open,
+    within a time budget.
     """
     if sys.platform.startswith("linux"):
         found = []
-        nums = sorted(int(m.group(1)) for d in glob.glob("/dev/video*")
-                      if (m := re.fullmatch(r"/dev/video(\d+)", d)))
+        nums = sorted(int(m.group(1)) for d in glob.glob(os.path.join(dev, "video*"))
+                      if (m := re.fullmatch(r"video(\d+)", os.path.basename(d))))
         for num in nums:
-            sysfs = Path("/sys/class/video4linux") / f"video{num}"
-            if _read(sysfs / "index") not in ("", "0"):
+            node = Path(sysfs) / f"video{num}"
+            if _read(node / "index") not in ("", "0"):
                 continue  # metadata node of a camera listed under its other index
-            name = _read(sysfs / "name")
-            found.append(f"{num} ({name})" if name else num)
+            name = _read(node / "name")
+            found.append(f"{num} ({name})" if name else str(num))
         return found
     import cv2
     found, t0 = [], time.monotonic()

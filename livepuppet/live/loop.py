@@ -343,7 +343,7 @@ class _Loop:
                 self.clock.add(k, v)
             self.kp = kp
             got = True
-            for frame, stamp in zip(out, stamps):
+            for frame, stamp in zip(out, stamps, strict=True):
                 if self.passthrough:  # results still in flight when pass-through was switched on
                     break
                 self._emit(frame, stamp)

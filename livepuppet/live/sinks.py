@@ -66,7 +66,6 @@ class PreviewWindow:
                                   "run with --no-preview, or from a desktop session")
         self.title, self.height = title, height
         self.last_image: np.ndarray | None = None  # last composed RGB image (tests, snapshots)
-        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         self._shown = False
 
     def compose(self, v: PreviewView) -> np.ndarray:
@@ -108,6 +107,10 @@ class PreviewWindow:
 
     def show(self, v: PreviewView) -> None:
         self.last_image = self.compose(v)
+        if not self._shown:
+            # Created with the first image, so it maps at its final size (an empty window that
+            # is resized afterwards can stay unpainted on X servers without a window manager).
+            cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         cv2.imshow(self.title, cv2.cvtColor(self.last_image, cv2.COLOR_RGB2BGR))
         self._shown = True
 

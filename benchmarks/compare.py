@@ -1,0 +1,516 @@
+"""livepuppet against the original PyTorch model, and what each optimisation buys, in one run.
+
+One checkpoint, the vox-256 architecture with random weights from the test
+factory (``tests/reference``), saved as a real ``.pth.tar``, is converted at
+each precision and run through:
+
+- livepuppet: TFLite fp32, fp16 and int8 (LiteRT/XNNPACK, all cores), and the
+  fp32 SavedModel (TensorFlow), each with the source work cached;
+- the PyTorch reference (``tests/reference/fomm.py``), as the original demo runs
+  it: eager, float32, all cores, ``torch.no_grad``, per frame the keypoint
+  detector, ``normalize_kp`` and the whole generator, which redoes the source
+  part every frame.
+
+Every timed call is interleaved round-robin with the others, so a machine that
+gets busier or quieter meanwhile affects them alike. It prints the median ms of
+each stage, the ms a frame end to end, the speed-up over PyTorch, how far each
+is from the floor (the frame's convolutions at the peak convolution speed
+measured here, see ``livepuppet bench``), and the mean error per pixel, in
+8-bit levels, against TFLite fp32 and against PyTorch.
+
+Then, unless ``--quick``, the ablations: the generator rebuilt with one
+optimisation undone at a time, all timed interleaved in the same run:
+
+- nearest-neighbour x2 + 3x3 conv as one subpixel convolution (shipped), versus
+  RESIZE_NEAREST_NEIGHBOR (the previous code; left to the builtin kernels by
+  XNNPACK), concat x4 + DEPTH_TO_SPACE, reshape + BROADCAST_TO, and tf.repeat;
+- the 3-channel 7x7 ``final`` conv split into 1x7 + 7x1 (shipped) versus one conv;
+- the dense motion mask and occlusion heads as one conv (shipped) versus two;
+- all three undone (the previous model);
+- batch norm folded (shipped) versus not, on TFLite and on TensorFlow;
+- the warps (grid_sample) replaced by the identity: what sampling costs;
+- XNNPACK versus the builtin kernels only, and 1 thread versus all;
+
+and which TFLite ops XNNPACK leaves to the builtin kernels in each variant.
+
+Usage: python benchmarks/compare.py [--frames 8] [--repeats 5] [--threads N] [--quick] [--json out.json]
+Needs the test extras (torch, scipy). Takes 10-20 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from livepuppet import bench  # noqa: E402
+from livepuppet import config as cfgmod  # noqa: E402
+from livepuppet.engines import Engine, open_engine  # noqa: E402
+from livepuppet.pipeline import Pipeline  # noqa: E402
+from tests.reference.factory import VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw  # noqa: E402
+from tests.reference.fomm import normalize_kp  # noqa: E402
+
+console = Console(width=max(Console().width, 150))
+log = Console(stderr=True)
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """ms of each call: one warm-up each, then ``repeats`` round-robin rounds."""
+    log.print(f"timing {len(calls)} calls x {repeats} rounds, interleaved...")
+    return bench._interleaved(calls, repeats)
+
+
+def med(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def levels(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and max absolute difference in 8-bit levels (images in [0, 1])."""
+    d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) * 255
+    return float(d.mean()), float(d.max())
+
+
+# --------------------------------------------------------------------------- livepuppet and PyTorch
+
+class MixedEngine(Engine):
+    """One engine's models, but the keypoint detector from another (int8 everywhere but the keypoints)."""
+
+    def __init__(self, base: Engine, keypoints: Engine):
+        super().__init__(base.manifest)
+        self.name = f"{base.name} mixed"
+        self.base, self.keypoints = base, keypoints
+
+    def _run(self, model, inputs):
+        return (self.keypoints if model == "kp_detector" else self.base)._run(model, inputs)
+
+
+def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -> dict[str, Any]:
+    from livepuppet.commands import convert_checkpoint
+
+    h, w = 256, 256
+    folders = {}
+    for precision in ("fp32", "fp16", "int8"):
+        folders[precision] = workdir / f"vox-{precision}"
+        if not (folders[precision] / "manifest.json").is_file():
+            convert_checkpoint(ckpt, folders[precision], precision=precision)
+    threads = args.threads
+    engines = {
+        "tflite fp32": open_engine(folders["fp32"], "tflite", threads),
+        "tflite fp16": open_engine(folders["fp16"], "tflite", threads),
+        "tflite int8": open_engine(folders["int8"], "tflite", threads),
+        "savedmodel fp32": open_engine(folders["fp32"], "savedmodel"),
+        "tflite fp32, 1 thread": open_engine(folders["fp32"], "tflite", 1),
+    }
+    # int8 keypoints move by up to a few pixels (soft-argmax over quantised heatmaps), which is most of
+    # int8's error: this row keeps the keypoint detector (3% of the work) in float32.
+    engines["tflite int8, fp32 kp detector"] = MixedEngine(engines["tflite int8"], engines["tflite fp32"])
+    source = random_frames(1, h, w, seed=5)[0]
+    driving = random_video(args.frames + 1, h, w, seed=6)
+
+    # ---- outputs: every variant on the same frames
+    generator, kp_detector = torch_models
+    outputs = {}
+    with torch.no_grad():
+        src_t = to_torch_nchw(source[None])
+        kp_src = kp_detector(src_t)
+        kp_init = kp_detector(to_torch_nchw(driving[:1]))
+        preds = []
+        for frame in driving[1:]:
+            kp_drv = kp_detector(to_torch_nchw(frame[None]))
+            norm = normalize_kp(kp_src, kp_drv, kp_init, True, True, True)
+            preds.append(generator(src_t, kp_driving=norm, kp_source=kp_src)["prediction"])
+        outputs["pytorch"] = torch.cat(preds).permute(0, 2, 3, 1).numpy()
+    for name, engine in engines.items():
+        p = Pipeline(engine)
+        p.set_source(source)
+        p.calibrate(driving[0])
+        outputs[name] = np.concatenate([p.animate(f[None]) for f in driving[1:]])
+
+    # ---- timing: everything interleaved
+    frame = driving[1:2]
+    calls: dict[str, Callable[[], Any]] = {}
+    for name, engine in engines.items():
+        data = engine.encode_source(source)
+        initial = engine.detect_keypoints(driving[:1])
+        detected = engine.detect_keypoints(frame)
+        normed = engine.process_keypoints(data.keypoints, detected, initial, True, True)
+        p = Pipeline(engine)
+        p.set_source(source)
+        p.calibrate(driving[0])
+        calls[f"{name}|kp"] = lambda e=engine: e.detect_keypoints(frame)
+        calls[f"{name}|process"] = lambda e=engine, d=data, k=detected, i=initial: e.process_keypoints(
+            d.keypoints, k, i, True, True)
+        calls[f"{name}|generate"] = lambda e=engine, n=normed, d=data: e.generate(n, d)
+        calls[f"{name}|source"] = lambda e=engine: e.encode_source(source)
+        calls[f"{name}|frame"] = lambda p=p: p.animate(frame)
+        if name == "tflite fp32":
+            uncached = Pipeline(engine)
+            uncached.calibrate(driving[0])
+            calls["tflite fp32, no source cache|frame"] = lambda p=uncached: (
+                p.set_source(source), p.animate(frame))
+
+    frame_t = to_torch_nchw(frame)
+    with torch.no_grad():
+        kp_drv_t = kp_detector(frame_t)
+        norm_t = normalize_kp(kp_src, kp_drv_t, kp_init, True, True, True)
+
+    def torch_call(fn):
+        def wrapped():
+            with torch.no_grad():
+                return fn()
+        return wrapped
+
+    def torch_frame():
+        kp = kp_detector(frame_t)
+        n = normalize_kp(kp_src, kp, kp_init, True, True, True)
+        return generator(src_t, kp_driving=n, kp_source=kp_src)["prediction"]
+
+    calls["pytorch|kp"] = torch_call(lambda: kp_detector(frame_t))
+    calls["pytorch|process"] = torch_call(lambda: normalize_kp(kp_src, kp_drv_t, kp_init, True, True, True))
+    calls["pytorch|generate"] = torch_call(lambda: generator(src_t, kp_driving=norm_t, kp_source=kp_src))
+    calls["pytorch|frame"] = torch_call(torch_frame)
+    load_before = os.getloadavg()
+    times = interleaved(calls, args.repeats)
+    load_after = os.getloadavg()
+
+    cfg = cfgmod.from_dict(engines["tflite fp32"].manifest.config)
+    gflop = cfgmod.conv_gflop(cfg)
+    rows = {}
+    torch_frame_ms = med(times["pytorch|frame"])
+    for name in ["pytorch", *engines, "tflite fp32, no source cache"]:
+        t = {stage: med(times[f"{name}|{stage}"]) for stage in ("kp", "process", "generate", "source", "frame")
+             if f"{name}|{stage}" in times}
+        row: dict[str, Any] = {"ms": t, "frame_ms": t["frame"], "fps": 1e3 / t["frame"],
+                               "speedup_vs_pytorch": torch_frame_ms / t["frame"]}
+        out = outputs.get(name)
+        if out is not None:
+            row["error_vs_tflite_fp32_levels"] = (levels(out, outputs["tflite fp32"])
+                                                  if name not in ("tflite fp32", "pytorch") else None)
+            row["error_vs_pytorch_levels"] = levels(out, outputs["pytorch"]) if name != "pytorch" else None
+        rows[name] = row
+    return {"rows": rows, "gflop": gflop, "load_before": load_before,
+            "load_after": load_after, "frames_compared": args.frames, "folders": {k: str(v) for k, v in folders.items()},
+            "times_ms": times, "tflite_ops": engines["tflite fp32"].manifest.data["models"]}
+
+
+def print_comparison(result: dict[str, Any], peak: dict) -> None:
+    table = Table(title="vox-256, one frame at a time: median ms (livepuppet caches the source work)")
+    for col in ("variant", "kp detect", "kp process", "generate", "source (once)", "frame", "fps",
+                "vs PyTorch", "x floor", "err vs fp32", "err vs PyTorch"):
+        table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for name, row in result["rows"].items():
+        t = row["ms"]
+
+        def cell(stage):
+            return f"{t[stage]:,.1f}" if stage in t else "-"
+
+        def err(key):
+            v = row.get(key)
+            return f"{v[0]:.3f} / {v[1]:.0f}" if v else "-"
+
+        src = cell("source") if name != "pytorch" else "every frame"
+        table.add_row(name, cell("kp"), cell("process"), cell("generate"), src, f"[bold]{t['frame']:,.1f}[/]",
+                      f"{row['fps']:.2f}", f"{row['speedup_vs_pytorch']:.2f}x", f"{row['floor_ratio']:.2f}",
+                      err("error_vs_tflite_fp32_levels"), err("error_vs_pytorch_levels"))
+    console.print(table)
+    g = result["gflop"]
+    console.print(f"floor: {g['per_frame']:.1f} GFLOP a frame / {peak['gflops']:.1f} GFLOP/s peak "
+                  f"({peak['shape']}, {peak['threads']} threads) = {result['floor_ms']:.0f} ms; errors are mean "
+                  f"/ max absolute differences per pixel, in 8-bit levels, over {result['frames_compared']} frames")
+    console.print(f"load average before timing {' '.join(f'{v:.2f}' for v in result['load_before'])}, "
+                  f"after {' '.join(f'{v:.2f}' for v in result['load_after'])}")
+
+
+# --------------------------------------------------------------------------- ablations
+
+@contextlib.contextmanager
+def patched(*triples):
+    """Temporarily set attributes: patched((obj, name, value), ...)."""
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in triples]
+    try:
+        for obj, name, value in triples:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)
+
+
+def _upsample_variant(kind: str):
+    import tensorflow as tf
+    from livepuppet.model import blocks
+
+    def up(x):
+        _, h, w, c = x.shape
+        if kind == "resize":  # the previous code
+            return tf.image.resize(x, [2 * h, 2 * w], method="nearest")
+        if kind == "depth_to_space":
+            return tf.nn.depth_to_space(tf.concat([x, x, x, x], -1), 2)
+        if kind == "broadcast":
+            y = tf.broadcast_to(x[:, :, None, :, None, :], [tf.shape(x)[0], h, 2, w, 2, c])
+            return tf.reshape(y, [-1, 2 * h, 2 * w, c])
+        if kind == "repeat":
+            return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+        raise ValueError(kind)
+
+    def call(self, x):
+        return self.conv(up(x), activation=tf.nn.relu)
+
+    return [(blocks.UpBlock2d, "upsample", False), (blocks.UpBlock2d, "__call__", call)]
+
+
+def _separate_heads():
+    """The dense motion network as before: the mask and the occlusion heads as two convolutions."""
+    import tensorflow as tf
+    from livepuppet.config import KP_VARIANCE
+    from livepuppet.model import dense_motion as dm_mod
+    from livepuppet.model.blocks import AntiAliasDownsample, Conv, Hourglass
+    from livepuppet.model.ops import kp2gaussian
+
+    def init(self, cfg, state, name="dense_motion_network"):
+        tf.Module.__init__(self, name=name)
+        dm = cfg.generator.dense_motion
+        self.cfg = cfg
+        self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
+        self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
+        self.mask = Conv(state.child("mask"))
+        self.occlusion = Conv(state.child("occlusion")) if cfg.generator.estimate_occlusion_map else None
+
+    def call(self, source_small, kp_driving, kp_source):
+        _, h, w, c = source_small.shape
+        k = self.cfg.num_kp
+        heat = kp2gaussian(kp_driving[0], (h, w), KP_VARIANCE) - kp2gaussian(kp_source[0], (h, w), KP_VARIANCE)
+        heat = tf.concat([tf.zeros_like(heat[..., :1]), heat], axis=-1)
+        motions = self.sparse_motions(kp_driving, kp_source, (h, w))
+        deformed = dm_mod.grid_sample(source_small, motions)
+        features = tf.reshape(tf.concat([heat[..., None], deformed], -1), [-1, h, w, (k + 1) * (c + 1)])
+        out = self.hourglass(features)
+        mask = tf.nn.softmax(self.mask(out), axis=-1)
+        deformation = tf.reduce_sum(motions * mask[..., None], axis=3)
+        occlusion = tf.sigmoid(self.occlusion(out)) if self.occlusion is not None else None
+        return deformation, occlusion
+
+    return [(dm_mod.DenseMotion, "__init__", init), (dm_mod.DenseMotion, "__call__", call)]
+
+
+def _no_warp():
+    import tensorflow as tf
+    from livepuppet.model import dense_motion as dm_mod
+    from livepuppet.model import generator as gen_mod
+
+    def identity(image, grid):  # the shape grid_sample returns, without sampling
+        extra = len(grid.shape) - 3
+        image = tf.reshape(image, [-1, *image.shape[1:3]] + [1] * (extra - 1) + [image.shape[-1]])
+        return image + tf.zeros_like(grid[..., :1])
+
+    return [(dm_mod, "grid_sample", identity), (gen_mod, "grid_sample", identity)]
+
+
+def _no_tap_split():
+    from livepuppet.model import blocks
+
+    return [(blocks.Conv, "SPLIT_TAPS_BELOW", 0)]
+
+
+def undelegated_ops(model: bytes) -> dict[str, int]:
+    """TFLite ops XNNPACK does not take (they run on the builtin kernels).
+
+    With delegate node fusion off, each delegated op becomes its own DELEGATE
+    node with that op's outputs; an op whose outputs no DELEGATE node produces
+    stayed with the builtin kernels.
+    """
+    from ai_edge_litert import interpreter as lite
+
+    interp = lite.Interpreter(model_content=model, num_threads=1, experimental_disable_delegate_node_fusion=True)
+    interp.allocate_tensors()
+    ops = interp._get_ops_details()
+    delegated = {int(t) for op in ops if op["op_name"] == "DELEGATE" for t in op["outputs"]}
+    return dict(collections.Counter(op["op_name"] for op in ops if op["op_name"] != "DELEGATE"
+                                    and not {int(t) for t in op["outputs"]} & delegated))
+
+
+def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: np.ndarray) -> dict[str, Any]:
+    import tensorflow as tf
+    from ai_edge_litert import interpreter as lite
+
+    from livepuppet.checkpoint import load_checkpoint
+    from livepuppet.export import _export_module, model_specs
+    from livepuppet.model import FOMM
+
+    state = load_checkpoint(ckpt)
+    cfg = cfgmod.infer(state.generator, state.kp_detector).with_frame_shape(*kp_image.shape[1:3])
+    variants = {
+        "shipped": [],
+        "upsample: RESIZE_NEAREST_NEIGHBOR + conv (previous)": _upsample_variant("resize"),
+        "upsample: concat x4 + DEPTH_TO_SPACE + conv": _upsample_variant("depth_to_space"),
+        "upsample: reshape + BROADCAST_TO + conv": _upsample_variant("broadcast"),
+        "upsample: tf.repeat + conv": _upsample_variant("repeat"),
+        "final: one 7x7 conv, 3 outputs (previous)": _no_tap_split(),
+        "dense motion heads: two convs (previous)": _separate_heads(),
+        "previous model (all three undone)": _upsample_variant("resize") + _no_tap_split() + _separate_heads(),
+        "batch norm not folded": "nofold",
+        "no warps (grid_sample -> identity)": _no_warp(),
+    }
+    interps, ops, tf_fns = {}, {}, {}
+    kp_interps = {}
+    for name, patches in variants.items():
+        log.print(f"ablation: building the generator, {name}")
+        fold = patches != "nofold"
+        with patched(*(patches if isinstance(patches, list) else [])):
+            fomm = FOMM(cfg, state.generator, state.kp_detector, fold_batchnorm=fold)
+            specs = {s.name: s for s in model_specs(fomm, 1)}
+            parts = ["generator"] + (["kp_detector"] if name in ("shipped", "previous model (all three undone)") else [])
+            for part in parts:
+                module = _export_module(specs[part])
+                concrete = module.serve.get_concrete_function()
+                converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                model = converter.convert()
+                interp = lite.Interpreter(model_content=model, num_threads=args.threads or os.cpu_count())
+                runner = interp.get_signature_runner()
+                if part == "generator":
+                    interps[name] = runner
+                    all_ops = collections.Counter(op["op_name"] for op in lite.Interpreter(
+                        model_content=model, experimental_op_resolver_type=lite.OpResolverType.
+                        BUILTIN_WITHOUT_DEFAULT_DELEGATES)._get_ops_details())
+                    ops[name] = {"ops": dict(all_ops), "left_to_builtin": undelegated_ops(model)}
+                    if name == "shipped":
+                        builtin = lite.Interpreter(model_content=model, num_threads=args.threads or os.cpu_count(),
+                                                   experimental_op_resolver_type=lite.OpResolverType.
+                                                   BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                        interps["shipped, builtin kernels only (no XNNPACK)"] = builtin.get_signature_runner()
+                        one = lite.Interpreter(model_content=model, num_threads=1)
+                        interps["shipped, 1 thread"] = one.get_signature_runner()
+                    if name in ("shipped", "batch norm not folded"):
+                        tf_fns[f"TensorFlow (SavedModel engine), {name}"] = (concrete, module, fomm)
+                else:
+                    kp_interps[f"kp detector, {name}"] = runner
+                del module, converter, model
+            del fomm, specs
+        gc.collect()
+    calls: dict[str, Callable[[], Any]] = {}
+    for name, runner in interps.items():
+        calls[f"generator, {name}"] = lambda r=runner: r(**engine_inputs)
+    tf_inputs = {k: tf.constant(v) for k, v in engine_inputs.items()}
+    for name, fn in tf_fns.items():
+        calls[f"generator, {name}"] = lambda f=fn[0]: f(**tf_inputs)
+    for name, runner in kp_interps.items():
+        calls[name] = lambda r=runner: r(image=kp_image)
+    load_before = os.getloadavg()
+    times = interleaved(calls, args.ablation_repeats)
+    return {"times_ms": times, "ops": ops, "load_before": load_before, "load_after": os.getloadavg()}
+
+
+def print_ablations(result: dict[str, Any]) -> None:
+    times = result["times_ms"]
+    base = med(times["generator, shipped"])
+    table = Table(title="ablations: the generator (per frame) with one optimisation undone; same run, interleaved")
+    for col in ("variant", "median ms", "min ms", "vs shipped", "TFLite ops left to the builtin kernels"):
+        table.add_column(col, justify="left" if col in ("variant", "TFLite ops left to the builtin kernels")
+                         else "right")
+    kp_base = med(times["kp detector, shipped"]) if "kp detector, shipped" in times else None
+    for name, t in times.items():
+        m = med(t)
+        ref = kp_base if name.startswith("kp detector") else base
+        variant = name.split(", ", 1)[1] if name.startswith("generator, ") else name
+        left = result["ops"].get(variant, {}).get("left_to_builtin")
+        left_s = ", ".join(f"{k} {v}" for k, v in sorted(left.items())) if left else ("none" if left == {} else "")
+        table.add_row(name, f"{m:,.1f}", f"{min(t):,.1f}", f"{m / ref:.2f}x", left_s)
+    console.print(table)
+    shipped = result["ops"]["shipped"]["ops"]
+    console.print(f"shipped generator ops: {', '.join(f'{k} {v}' for k, v in sorted(shipped.items()))}")
+    console.print(f"load average before {' '.join(f'{v:.2f}' for v in result['load_before'])}, after "
+                  f"{' '.join(f'{v:.2f}' for v in result['load_after'])}")
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=8, help="driving frames for the error columns (default 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--ablation-repeats", type=int, default=7, help="timed rounds of the ablations (default 7)")
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--workdir", type=Path, help="keep the checkpoint and models here (default: a temp folder)")
+    parser.add_argument("--quick", action="store_true", help="skip the ablations")
+    parser.add_argument("--json", type=Path, help="also write everything as JSON")
+    args = parser.parse_args(argv)
+    args.threads = args.threads or os.cpu_count()
+    torch.set_num_threads(args.threads)
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="livepuppet-compare-")
+        args.workdir = Path(tmp.name)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    machine = bench.machine_info()
+    console.print(f"machine: {machine['cpu']}, {machine['usable_cores']} of {machine['cores']} cores "
+                  f"({machine['simd']}), {machine['os']}, Python {machine['python']}, TensorFlow "
+                  f"{machine['tensorflow']}, LiteRT {machine['litert']}, torch {torch.__version__} "
+                  f"({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    ckpt = args.workdir / "vox-random.pth.tar"
+    if ckpt.is_file():
+        from tests.reference.fomm import build_models
+
+        torch_models = build_models(VOX_PARAMS)
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        torch_models[0].load_state_dict(blob["generator"])
+        torch_models[1].load_state_dict(blob["kp_detector"])
+    else:
+        log.print("making a vox-256 checkpoint with random weights (tests/reference/factory.py)...")
+        torch_models = make_checkpoint(ckpt, VOX_PARAMS, seed=0)
+    for m in torch_models:
+        m.eval()
+    peak = bench.measure_peak(args.threads, repeats=10)
+    result = main_comparison(args, ckpt, args.workdir, torch_models, peak)
+    peak_after = bench.measure_peak(args.threads, repeats=10)
+    log.print(f"peak convolution speed: {peak['gflops']:.1f} GFLOP/s before, {peak_after['gflops']:.1f} after")
+    peak = max(peak, peak_after, key=lambda p: p["gflops"])  # the best the machine did during this run
+    result["floor_ms"] = result["gflop"]["per_frame"] / peak["gflops"] * 1e3
+    for row in result["rows"].values():
+        row["floor_ratio"] = row["frame_ms"] / result["floor_ms"]
+    print_comparison(result, peak)
+    report: dict[str, Any] = {"machine": machine, "peak": peak, "comparison": result, "date": time.strftime("%Y-%m-%d")}
+    if not args.quick:
+        from livepuppet.engines import open_engine as _open
+
+        engine = _open(result["folders"]["fp32"], "tflite", args.threads)
+        frames = random_video(2, 256, 256, seed=6)
+        source = random_frames(1, 256, 256, seed=5)[0]
+        data = engine.encode_source(source)
+        initial = engine.detect_keypoints(frames[:1])
+        norm = engine.process_keypoints(data.keypoints, engine.detect_keypoints(frames[1:]), initial, True, True)
+        inputs = {"driving_value": norm.value, "driving_jacobian": norm.jacobian,
+                  "source_value": data.keypoints.value, "source_jacobian": data.keypoints.jacobian,
+                  "features": data.features, "source_small": data.source_small}
+        del engine
+        report["ablations"] = ablations(args, ckpt, inputs, frames[1:2])
+        print_ablations(report["ablations"])
+    console.print(f"total {time.time() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""``livepuppet run``: wire sources, model, camera, framing and sinks into the live loop.
+
+Inputs the user can get wrong (source images, camera, sinks) are checked
+before the model loads, so mistakes fail in a second, not after a conversion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..errors import MediaError
+
+DEFAULT_RECORD_FPS = 25.0
+
+
+def load_sources(paths: list[Path]) -> list[Path]:
+    """Every portrait named: files as given, folders expanded to their images in name order."""
+    from ..media import IMAGE_EXTENSIONS
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not images:
+                raise MediaError(f"no images in {path}; put .png or .jpg portraits there")
+            found += images
+        elif path.exists():
+            found.append(path)
+        else:
+            raise MediaError(f"source image {path} not found")
+    return found
+
+
+def read_sources(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
+    from ..media import fit_frame, read_image
+
+    return [fit_frame(read_image(p), size) for p in paths]
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    source_paths = load_sources(args.source)
+    from ..media import read_image
+
+    for path in source_paths:
+        read_image(path)  # unreadable sources fail now, before the model loads
+    from ..commands import resolve_model
+    from ..engines import open_engine
+    from ..pipeline import Pipeline
+    from .capture import open_camera
+    from .framing import FaceFramer
+    from .loop import run_live
+    from .sinks import PreviewWindow, RecordingSink, VirtualCameraSink
+
+    with ExitStack() as stack:
+        sinks: list = []
+        if not args.no_preview:
+            preview = PreviewWindow()
+            stack.callback(preview.close)
+            sinks.append(preview)
+        if args.vcam:
+            vcam = VirtualCameraSink(*args.vcam_size, args.vcam_fps)
+            stack.callback(vcam.close)
+            sinks.append(vcam)
+            console.print(f"virtual camera: {vcam.device or 'on'} ({args.vcam_size[0]}x{args.vcam_size[1]})")
+        model = resolve_model(args.model, download_ok=True, yes=args.yes)
+        engine = open_engine(model, args.engine, args.threads)
+        pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale)
+        sources = read_sources(source_paths, pipeline.frame_size)
+        capture = open_camera(args.camera, args.camera_size)
+        stack.callback(capture.release)
+        if args.record:
+            fps = getattr(capture, "fps", None) or DEFAULT_RECORD_FPS
+            record = RecordingSink(args.record, fps)
+            stack.callback(record.close)
+            sinks.append(record)
+        if not sinks:
+            console.print("note: no preview, virtual camera or recording: frames are computed and dropped")
+        console.print(f"model {model} on {engine.name}; ready in {time.perf_counter() - started:.1f} s")
+        stats = run_live(pipeline, capture, FaceFramer(enabled=not args.no_face_tracking), sinks,
+                         frames=args.frames, batch=args.batch, sources=sources, console=console)
+    console.print(stats.summary())
+    if args.record:
+        console.print(f"recording: {args.record}")
+    return 0

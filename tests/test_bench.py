@@ -1,0 +1,159 @@
+"""Issue 6: ``livepuppet bench`` — per-stage timings, GFLOP/s, the floor, the machine, JSON.
+
+Runs on the small architecture at 64x64 only (the no-model default, vox-256
+with random weights, takes minutes); no timing thresholds, only that every
+number is there and sane.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livepuppet import bench
+from livepuppet import config as cfgmod
+from livepuppet.cli import main
+from tests.reference import SMALL_PARAMS, make_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 64
+
+
+def small_config() -> cfgmod.ModelConfig:
+    return cfgmod.from_dict({"model_params": SMALL_PARAMS, "dataset_params": {"frame_shape": [SIZE, SIZE, 3]}})
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    from livepuppet.commands import convert_checkpoint
+
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = root / "small.pth.tar"
+    make_checkpoint(ckpt, SMALL_PARAMS, seed=3)
+    return convert_checkpoint(ckpt, root / "small", size=(SIZE, SIZE))
+
+
+def _check_result(result: dict, engine: str, batch: int) -> None:
+    assert result["engine"] == engine
+    assert result["batch"] == batch
+    assert set(result["stages"]) == set(bench.STAGES)
+    for name, stage in result["stages"].items():
+        assert stage["ms"] > 0, name
+        assert len(stage["runs_ms"]) == result["repeats"]
+        if stage["gflop"] > 0:
+            assert stage["gflops"] > 0, name
+        if stage["when"] == "per frame":
+            assert stage["ms_per_frame"] == pytest.approx(stage["ms"] / batch)
+    assert result["stages"]["generation"]["gflop"] > 0
+    assert result["per_frame_ms"] > 0
+    assert result["fps"] == pytest.approx(1000 / result["per_frame_ms"])
+    assert result["gflops"] > 0
+    gflop = cfgmod.conv_gflop(small_config())
+    assert result["gflop_per_frame"] == pytest.approx(gflop["per_frame"])
+    assert result["peak_gflops"] > 0 and result["floor_ms"] > 0 and result["floor_ratio"] > 0
+    machine = result["machine"]
+    for key in ("cpu", "cores", "os", "python", "tensorflow", "litert", "load_average"):
+        assert key in machine, key
+    assert machine["cores"] >= 1 and machine["cpu"]
+
+
+def test_bench_cli_writes_every_stage(small_model, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(small_model), "--repeats", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, "tflite", 1)
+    assert result["model"]["frame_size"] == f"{SIZE}x{SIZE}" and not result["model"]["random_weights"]
+    printed = capsys.readouterr().out
+    for label, _ in bench.STAGES.values():
+        assert label in printed
+    assert "frames per second" in printed and "floor" in printed
+
+
+def test_bench_batch_and_threads(small_model, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(small_model), "--batch", "3", "--threads", "1", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, "tflite", 3)
+    assert result["threads"] == 1 and result["peak"]["threads"] == 1
+
+
+def test_bench_savedmodel_engine(small_model, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(small_model), "--engine", "savedmodel", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    _check_result(json.loads(out.read_text()), "savedmodel", 1)
+
+
+def test_bench_tflite_never_imports_tensorflow(small_model, tmp_path):
+    out = tmp_path / "bench.json"
+    code = (
+        "import sys; from livepuppet.cli import main; "
+        f"rc = main(['bench', '--model', {str(small_model)!r}, '--repeats', '1', '--json', {str(out)!r}]); "
+        "assert 'tensorflow' not in sys.modules, 'bench imported tensorflow'; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["fps"] > 0
+
+
+def test_bench_without_model_builds_random_weights(tmp_path, capsys):
+    """The no-model path, at the small architecture through the hidden ``random_config``."""
+    import argparse
+
+    out = tmp_path / "bench.json"
+    args = argparse.Namespace(model=None, engine="tflite", threads=None, batch=1, repeats=1, json=out,
+                              random_config=small_config())
+    assert bench.run(args) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, "tflite", 1)
+    assert result["model"]["random_weights"]
+    assert not Path(result["model"]["folder"]).exists()  # the temporary model is cleaned up
+
+
+def test_bench_bad_model_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["bench", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "livepuppet: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["vox", "mgif"])
+def test_random_state_fits_the_architecture(preset):
+    cfg = cfgmod.preset(preset)
+    generator, kp_detector = bench.random_state(cfg, seed=1)
+    cfgmod.validate(cfg, generator, kp_detector)  # every tensor, right shapes, nothing extra
+    for state in (generator, kp_detector):
+        for name, value in state.items():
+            assert value.dtype == np.float32 and np.isfinite(value).all(), name
+            if name.endswith("running_var"):
+                assert (value > 0).all(), name
+    assert np.array_equal(kp_detector["jacobian.bias"][:4], [1, 0, 0, 1])
+    again, _ = bench.random_state(cfg, seed=1)
+    assert all(np.array_equal(again[k], generator[k]) for k in generator)
+
+
+def test_peak_model_is_a_correct_convolution():
+    """The hand-written flatbuffer computes a 3x3 'same' convolution."""
+    from ai_edge_litert import interpreter as lite
+
+    h, w, cin, cout = 6, 5, 4, 3
+    interp = lite.Interpreter(model_content=bench._peak_model(h, w, cin, cout, seed=2))
+    interp.allocate_tensors()
+    x = np.random.default_rng(0).standard_normal((1, h, w, cin)).astype(np.float32)
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    rng = np.random.default_rng(2)
+    weights = (rng.standard_normal((cout, 3, 3, cin)) * (2 / (9 * cin)) ** 0.5).astype(np.float32)
+    padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
+    want = np.zeros((h, w, cout), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            want += padded[dy:dy + h, dx:dx + w] @ weights[:, dy, dx, :].T
+    np.testing.assert_allclose(got[0], want, atol=1e-5)
+    peak = bench.measure_peak(threads=1, repeats=2, shape=(16, 16, 32, 32))
+    assert peak["gflops"] > 0 and peak["threads"] == 1
