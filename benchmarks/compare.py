@@ -121,7 +121,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     }
     # int8 keypoints move by up to a few pixels (soft-argmax over quantised heatmaps), which is most of
     # int8's error: this row keeps the keypoint detector (3% of the work) in float32.
-    engines["tflite int8, fp32 kp detector"] = MixedEngine(engines["tflite int8"], engines["tflite fp32"])
+    engines["tflite int8 + fp32 kp"] = MixedEngine(engines["tflite int8"], engines["tflite fp32"])
     source = random_frames(1, h, w, seed=5)[0]
     driving = random_video(args.frames + 1, h, w, seed=6)
 
@@ -213,8 +213,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
 
 def print_comparison(result: dict[str, Any], peak: dict) -> None:
     table = Table(title="vox-256, one frame at a time: median ms (livepuppet caches the source work)")
-    for col in ("variant", "kp detect", "kp process", "generate", "source (once)", "frame", "fps",
-                "vs PyTorch", "x floor", "err vs fp32", "err vs PyTorch"):
+    for col in ("variant", "kp", "process", "generate", "source", "frame", "fps",
+                "vs torch", "x floor", "err/fp32", "err/torch"):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for name, row in result["rows"].items():
         t = row["ms"]
@@ -226,12 +226,15 @@ def print_comparison(result: dict[str, Any], peak: dict) -> None:
             v = row.get(key)
             return f"{v[0]:.3f} / {v[1]:.0f}" if v else "-"
 
-        src = cell("source") if name != "pytorch" else "every frame"
+        src = cell("source") if name != "pytorch" else "in generate"
         table.add_row(name, cell("kp"), cell("process"), cell("generate"), src, f"[bold]{t['frame']:,.1f}[/]",
                       f"{row['fps']:.2f}", f"{row['speedup_vs_pytorch']:.2f}x", f"{row['floor_ratio']:.2f}",
                       err("error_vs_tflite_fp32_levels"), err("error_vs_pytorch_levels"))
     console.print(table)
     g = result["gflop"]
+    console.print("kp: keypoint detection, process: keypoint normalisation, generate: the generator (livepuppet: "
+                  "the per-frame part; PyTorch: all of it), source: livepuppet's once-per-source work, frame: one "
+                  "frame end to end; int8 + fp32 kp: int8 models but the float32 keypoint detector")
     console.print(f"floor: {g['per_frame']:.1f} GFLOP a frame / {peak['gflops']:.1f} GFLOP/s peak "
                   f"({peak['shape']}, {peak['threads']} threads) = {result['floor_ms']:.0f} ms; errors are mean "
                   f"/ max absolute differences per pixel, in 8-bit levels, over {result['frames_compared']} frames")
@@ -443,6 +446,13 @@ def print_ablations(result: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- main
 
+def print_header(machine: dict, torch_version: str, torch_threads, date: str) -> None:
+    console.print(f"machine: {machine['cpu']}, {machine['usable_cores']} of {machine['cores']} cores "
+                  f"({machine['simd']}), {machine['os']}, Python {machine['python']}, TensorFlow "
+                  f"{machine['tensorflow']}, LiteRT {machine['litert']}, torch {torch_version} "
+                  f"({torch_threads} threads); {date}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=8, help="driving frames for the error columns (default 8)")
@@ -451,8 +461,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--workdir", type=Path, help="keep the checkpoint and models here (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="skip the ablations")
+    parser.add_argument("--ablations-only", action="store_true", help="skip the comparison (needs an fp32 model: "
+                        "give the --workdir of an earlier run, or it is converted)")
     parser.add_argument("--json", type=Path, help="also write everything as JSON")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier --json and exit")
     args = parser.parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+        print_header(report["machine"], report.get("torch", "?"), report.get("torch_threads", "?"), report["date"])
+        if "comparison" in report:
+            print_comparison(report["comparison"], report["peak"])
+        if "ablations" in report:
+            print_ablations(report["ablations"])
+        return 0
     args.threads = args.threads or os.cpu_count()
     torch.set_num_threads(args.threads)
     tmp = None
@@ -462,10 +483,8 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     machine = bench.machine_info()
-    console.print(f"machine: {machine['cpu']}, {machine['usable_cores']} of {machine['cores']} cores "
-                  f"({machine['simd']}), {machine['os']}, Python {machine['python']}, TensorFlow "
-                  f"{machine['tensorflow']}, LiteRT {machine['litert']}, torch {torch.__version__} "
-                  f"({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
+    print_header(machine, torch.__version__, torch.get_num_threads(), date)
     ckpt = args.workdir / "vox-random.pth.tar"
     if ckpt.is_file():
         from tests.reference.fomm import build_models
@@ -479,6 +498,28 @@ def main(argv=None) -> int:
         torch_models = make_checkpoint(ckpt, VOX_PARAMS, seed=0)
     for m in torch_models:
         m.eval()
+    report: dict[str, Any] = {"machine": machine, "date": date, "torch": torch.__version__,
+                              "torch_threads": torch.get_num_threads()}
+    fp32_folder = args.workdir / "vox-fp32"
+    if args.ablations_only:
+        if not (fp32_folder / "manifest.json").is_file():
+            from livepuppet.commands import convert_checkpoint
+
+            convert_checkpoint(ckpt, fp32_folder)
+    else:
+        report.update(comparison(args, ckpt, torch_models))
+    if not args.quick:
+        report["ablations"] = run_ablations(args, ckpt, fp32_folder)
+        print_ablations(report["ablations"])
+    console.print(f"total {time.time() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def comparison(args, ckpt: Path, torch_models) -> dict[str, Any]:
     peak = bench.measure_peak(args.threads, repeats=10)
     result = main_comparison(args, ckpt, args.workdir, torch_models, peak)
     peak_after = bench.measure_peak(args.threads, repeats=10)
@@ -488,28 +529,21 @@ def main(argv=None) -> int:
     for row in result["rows"].values():
         row["floor_ratio"] = row["frame_ms"] / result["floor_ms"]
     print_comparison(result, peak)
-    report: dict[str, Any] = {"machine": machine, "peak": peak, "comparison": result, "date": time.strftime("%Y-%m-%d")}
-    if not args.quick:
-        from livepuppet.engines import open_engine as _open
+    return {"peak": peak, "comparison": result}
 
-        engine = _open(result["folders"]["fp32"], "tflite", args.threads)
-        frames = random_video(2, 256, 256, seed=6)
-        source = random_frames(1, 256, 256, seed=5)[0]
-        data = engine.encode_source(source)
-        initial = engine.detect_keypoints(frames[:1])
-        norm = engine.process_keypoints(data.keypoints, engine.detect_keypoints(frames[1:]), initial, True, True)
-        inputs = {"driving_value": norm.value, "driving_jacobian": norm.jacobian,
-                  "source_value": data.keypoints.value, "source_jacobian": data.keypoints.jacobian,
-                  "features": data.features, "source_small": data.source_small}
-        del engine
-        report["ablations"] = ablations(args, ckpt, inputs, frames[1:2])
-        print_ablations(report["ablations"])
-    console.print(f"total {time.time() - start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+
+def run_ablations(args, ckpt: Path, fp32_folder: Path) -> dict[str, Any]:
+    engine = open_engine(fp32_folder, "tflite", args.threads)
+    frames = random_video(2, 256, 256, seed=6)
+    source = random_frames(1, 256, 256, seed=5)[0]
+    data = engine.encode_source(source)
+    initial = engine.detect_keypoints(frames[:1])
+    norm = engine.process_keypoints(data.keypoints, engine.detect_keypoints(frames[1:]), initial, True, True)
+    inputs = {"driving_value": norm.value, "driving_jacobian": norm.jacobian,
+              "source_value": data.keypoints.value, "source_jacobian": data.keypoints.jacobian,
+              "features": data.features, "source_small": data.source_small}
+    del engine
+    return ablations(args, ckpt, inputs, frames[1:2])
 
 
 if __name__ == "__main__":

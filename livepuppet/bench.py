@@ -97,11 +97,16 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "livepuppet": __version__,
     }
-    try:
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        info["load_average"] = None
+    info["load_average"] = _load()
     return info
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how busy the machine is (compare with the cores)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _version(package: str) -> str | None:
@@ -294,6 +299,7 @@ def measure(folder: str | Path, engine: str = "tflite", threads: int | None = No
     cfg = cfgmod.from_dict(manifest.config, str(folder))
     gflop = cfgmod.conv_gflop(cfg)
     threads = threads or os.cpu_count() or 1
+    load_before = _load()
     if engine_obj is None:
         if engine == "savedmodel":
             _tf_threads(threads)
@@ -337,7 +343,7 @@ def measure(folder: str | Path, engine: str = "tflite", threads: int | None = No
     result: dict[str, Any] = {
         "livepuppet_version": __version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_before": load_before},
         "model": {
             "folder": str(folder), "checkpoint": manifest.data.get("checkpoint", {}).get("name"),
             "random_weights": manifest.data.get("checkpoint", {}).get("sha256") == "random",
@@ -414,10 +420,13 @@ def render(result: dict[str, Any], console: Console) -> None:
         lines.append(f"floor: {result['gflop_per_frame']:.1f} GFLOP / {p['gflops']:.1f} GFLOP/s = "
                      f"{result['floor_ms']:.0f} ms a frame; this run is [bold]{result['floor_ratio']:.2f}x[/] the floor "
                      f"({100 * result['peak_fraction']:.0f}% of peak, counting the architecture's convolutions)")
-    load = machine.get("load_average")
+    load, before = machine.get("load_average"), machine.get("load_average_before")
+    loads = " ".join(f"{v:.2f}" for v in load) if load else "?"
+    if before:
+        loads = f"{' '.join(f'{v:.2f}' for v in before)} before, {loads} after"
     lines.append(f"machine: {machine['cpu']}, {machine['usable_cores']} of {machine['cores']} cores"
                  f"{', ' + machine['simd'] if machine.get('simd') else ''}; load average "
-                 f"{' '.join(f'{v:.2f}' for v in load) if load else '?'}; {machine['os']}; "
+                 f"{loads}; {machine['os']}; "
                  f"Python {machine['python']}, TensorFlow {machine['tensorflow']}, LiteRT {machine['litert']}")
     if load and load[0] > 0.5 * machine["usable_cores"]:
         lines.append(f"[yellow]note: the machine was busy (load {load[0]:.1f} on {machine['usable_cores']} cores): "

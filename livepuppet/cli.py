@@ -32,18 +32,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _batch(text: str) -> int | None:
-    if text == "dynamic":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'dynamic', got {text!r}")
-    return value
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -52,6 +40,11 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _batch(text: str) -> int | None:
+    """A positive batch size, or 'dynamic' (None)."""
+    return None if text == "dynamic" else _positive(text)
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

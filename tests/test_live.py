@@ -186,7 +186,7 @@ def sources(size=(64, 64)) -> list[np.ndarray]:
 def test_file_camera_delivers_every_frame_in_order(tmp_path):
     means = make_clip(tmp_path / "clip.avi", 20)
     cap = open_camera(str(tmp_path / "clip.avi"))
-    assert not cap.live
+    assert not cap.live and cap.fps == 30
     got = []
     while (item := cap.read(timeout=2.0)) is not None:
         seq, frame = item
@@ -421,6 +421,20 @@ def test_headless_recording_of_twelve_frames(tmp_path):
     assert min(diffs) > 1.0
     assert len(made[0].frames) == 12 and made[0].closed
     assert "12 frames" in stats.summary()
+
+
+def test_realtime_recording_plays_at_wall_clock_speed(tmp_path):
+    rec = RecordingSink(tmp_path / "rt.mp4", 20, realtime=True)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    for i in range(6):  # 6 frames over ~0.5 s at 20 fps -> about 11 video frames
+        rec.send(frame + 40 * i)
+        time.sleep(0.1)
+    rec.close()
+    assert 9 <= rec.frames_written <= 13 and rec.saved
+    assert len(read_video(tmp_path / "rt.mp4")) == rec.frames_written
+    empty = RecordingSink(tmp_path / "empty.mp4", 20)
+    empty.close()  # nothing was written: no file, no error
+    assert not empty.saved and not (tmp_path / "empty.mp4").exists()
 
 
 def test_file_camera_end_stops_the_loop(tmp_path):

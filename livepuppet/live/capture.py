@@ -85,6 +85,7 @@ class Capture:
         self.stalls = 0        # stall episodes so far
         self.dropped = 0       # live frames overwritten before being read
         self.last_read_stamp = 0.0
+        self.fps = _source_fps(source)  # what the camera/file reports; None when unknown
         self.read_ms: deque[float] = deque(maxlen=10000)
         self._thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
 
@@ -119,6 +120,8 @@ class Capture:
         Live: the newest frame not read yet (skipped seqs were dropped).
         File: the next frame in order.
         """
+        if self._stop.is_set():
+            return None
         if not self.live:
             if self._ended:
                 return None
@@ -255,6 +258,14 @@ class Capture:
             self._cond.notify_all()
 
 
+def _source_fps(src: FrameSource | None) -> float | None:
+    try:
+        fps = float(src.get(5))  # type: ignore[union-attr]  # cv2.CAP_PROP_FPS
+    except Exception:  # no get() (a test double) or a backend that cannot tell
+        return None
+    return fps if 1.0 <= fps <= 240.0 else None
+
+
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         import cv2
@@ -377,7 +388,7 @@ def _configure(src: FrameSource, size: tuple[int, int] | None) -> None:
         if size is not None:
             w, h = size
             if w > 640:  # uncompressed YUYV above VGA runs at a few fps on USB 2 cameras
-                src.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+                src.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
             src.set(cv2.CAP_PROP_FRAME_WIDTH, w)
             src.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
     except cv2.error:

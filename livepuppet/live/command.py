@@ -1,7 +1,9 @@
 """``livepuppet run``: wire sources, model, camera, framing and sinks into the live loop.
 
-Inputs the user can get wrong (source images, camera, sinks) are checked
-before the model loads, so mistakes fail in a second, not after a conversion.
+Source images and the preview / virtual-camera sinks are checked before the
+model loads, so those mistakes fail in a second, not after a conversion. The
+camera opens only once the model is ready, so a live camera does not run (and
+drop frames) during a first-run download or conversion.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def read_sources(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
     source_paths = load_sources(args.source)
     from ..media import read_image
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(capture.release)
         if args.record:
             fps = getattr(capture, "fps", None) or DEFAULT_RECORD_FPS
-            record = RecordingSink(args.record, fps)
+            record = RecordingSink(args.record, fps, realtime=capture.live)  # live: plays at real speed
             stack.callback(record.close)
             sinks.append(record)
         if not sinks:

@@ -53,7 +53,8 @@ class FaceFramer:
         self.zoom_step, self.pan_step = zoom_step, pan_step
         self.zoom = 1.0
         self.pan_xy = [0.0, 0.0]  # in units of the crop height, so panning scales with zoom
-        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(
+            cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
         self._state: np.ndarray | None = None   # eased (cx, cy, side)
         self._target: np.ndarray | None = None  # last accepted detection
         self._shape: tuple[int, int] | None = None

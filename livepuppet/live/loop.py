@@ -30,6 +30,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import cv2
 import numpy as np
 from rich.console import Console
+from rich.live import Live
 from rich.text import Text
 
 from livepuppet.live.capture import Capture, CaptureState
@@ -68,9 +69,12 @@ class Preview(Protocol):
 class LiveStats:
     """What a run did; the caller prints ``summary()`` at exit."""
 
-    frames: int = 0                 # frames sent to the sinks
+    frames: int = 0                 # frames sent to the sinks (pass-through frames included)
     seconds: float = 0.0            # from the first to the last output frame
-    stage_ms: dict[str, float] = field(default_factory=dict)  # medians
+    # Medians: capture (camera read incl. waiting for the next frame), crop (framing),
+    # inference (one animate call), the animator's own stages, output (sinks, without
+    # virtual-camera pacing) and latency (camera grab to output).
+    stage_ms: dict[str, float] = field(default_factory=dict)
     batch: int = 1
     dropped: int = 0                # camera frames never animated (live camera only)
     stalls: int = 0                 # times the camera stopped delivering
@@ -240,6 +244,7 @@ class _Loop:
         self.stats = LiveStats(batch=max(1, batch))
         self.mirror, self.passthrough, self.show_kp, self.show_info, self.show_help = mirror, False, False, True, False
         self.stop_reason: str | None = None
+        self._interrupted = False  # Ctrl-C seen once
         self.camera: np.ndarray | None = None
         self.box: Box | None = None
         self.avatar: np.ndarray | None = None
@@ -253,7 +258,8 @@ class _Loop:
     def run(self) -> LiveStats:
         in_main = threading.current_thread() is threading.main_thread()
         old_term = signal.signal(signal.SIGTERM, self._on_sigterm) if in_main else None
-        live_line = None
+        old_int = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        live_line: Live | None = None
         try:
             if self.preview is not None:
                 self.console.print("keys:\n  " + "\n  ".join(help_lines()))
@@ -262,7 +268,6 @@ class _Loop:
                 src = self.sources[0]
                 self.worker.command(lambda a: a.set_source(src))
             if self.preview is None and self.console.is_terminal:
-                from rich.live import Live
                 live_line = Live(Text("starting..."), console=self.console, auto_refresh=False,
                                  transient=True, redirect_stdout=False, redirect_stderr=False)
                 live_line.start()
@@ -270,9 +275,12 @@ class _Loop:
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
         finally:
-            self._shutdown(live_line)
-            if in_main:
-                signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
+            try:
+                self._shutdown(live_line)
+            finally:
+                if in_main:
+                    signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
         if self.worker.error is not None:
             raise self.worker.error
         return self._final_stats()
@@ -280,7 +288,16 @@ class _Loop:
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stop_reason = self.stop_reason or "terminated"  # the loop sees it within ~20 ms
 
-    def _loop(self, live_line: object) -> None:
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        # A flag, not KeyboardInterrupt: an exception landing between a sink's write and the
+        # frame count would leave a recording with one frame more than the summary reports.
+        # A second Ctrl-C raises, for when the shutdown itself hangs.
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+        self.stop_reason = self.stop_reason or "interrupted"
+
+    def _loop(self, live_line: Live | None) -> None:
         last_draw = last_status = 0.0
         while self.stop_reason is None:
             dirty = self._take_camera_frame()
@@ -298,7 +315,7 @@ class _Loop:
                     last_draw = now
                 self._handle_key(self.preview.poll_key())
             elif live_line is not None and now - last_status > 0.5:
-                live_line.update(Text(self._status_line()), refresh=True)  # type: ignore[attr-defined]
+                live_line.update(Text(self._status_line()), refresh=True)
                 last_status = now
 
     def _take_camera_frame(self) -> bool:
@@ -449,14 +466,14 @@ class _Loop:
                                       label=label, notice=notice, info=info, help=self.show_help))
 
     # -- shutdown -----------------------------------------------------------
-    def _shutdown(self, live_line: object) -> None:
+    def _shutdown(self, live_line: Live | None) -> None:
         """Release everything, each step guarded so one failure cannot leak the rest."""
         steps: list[Callable[[], object]] = [self.worker.stop, self.capture.release]
         steps += [s.close for s in self.outputs]
         if self.preview is not None:
             steps.append(self.preview.close)
         if live_line is not None:
-            steps.append(live_line.stop)  # type: ignore[attr-defined]
+            steps.append(live_line.stop)
         first_error: BaseException | None = None
         for step in steps:
             try:

@@ -108,8 +108,8 @@ class PreviewWindow:
     def show(self, v: PreviewView) -> None:
         self.last_image = self.compose(v)
         if not self._shown:
-            # Created with the first image, so it maps at its final size (an empty window that
-            # is resized afterwards can stay unpainted on X servers without a window manager).
+            # Created with the first image, so it maps at its final size instead of as an
+            # empty window resized later (which bare X servers sometimes leave unpainted).
             cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         cv2.imshow(self.title, cv2.cvtColor(self.last_image, cv2.COLOR_RGB2BGR))
         self._shown = True
@@ -128,6 +128,9 @@ class PreviewWindow:
         return name
 
     def close(self) -> None:
+        if not self._shown:  # never created, or already closed
+            return
+        self._shown = False
         try:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)  # let the backend actually tear the window down
@@ -198,13 +201,17 @@ class VirtualCameraSink:
 class RecordingSink:
     """Frames to a video file, written fragmented so a killed run still leaves a playable file.
 
-    A run that ends before the first frame leaves no file (there is nothing to
-    play) instead of failing at exit; ``saved`` tells which happened.
+    By default every frame is written once (right for a file camera, and what
+    the frame counts report). ``realtime=True`` instead repeats or skips frames
+    so the video plays at wall-clock speed even when the model runs slower or
+    faster than ``fps``. A run that ends before the first frame leaves no file
+    (there is nothing to play) instead of failing at exit; ``saved`` tells.
     """
 
-    def __init__(self, path: str | Path, fps: float) -> None:
+    def __init__(self, path: str | Path, fps: float, realtime: bool = False) -> None:
         from livepuppet.media import VideoWriter  # heavy (ffmpeg); only when recording
-        self.path = Path(path)
+        self.path, self.fps, self.realtime = Path(path), fps, realtime
+        self._t0: float | None = None
         self._writer = VideoWriter(self.path, fps, fragmented=True)
         self._closed = self.saved = False
 
@@ -213,7 +220,14 @@ class RecordingSink:
         return int(self._writer.frames_written)
 
     def send(self, frame: np.ndarray) -> None:
-        self._writer.write(frame)
+        copies = 1
+        if self.realtime:
+            now = time.monotonic()
+            self._t0 = self._t0 if self._t0 is not None else now
+            due = int((now - self._t0) * self.fps) + 1  # frames the video should hold by now
+            copies = due - self._writer.frames_written
+        for _ in range(copies):
+            self._writer.write(frame)
 
     def close(self) -> None:
         if self._closed:
