@@ -21,11 +21,11 @@ measured here, see ``livepuppet bench``), and the mean error per pixel, in
 Then, unless ``--quick``, the ablations: the generator rebuilt with one
 optimisation undone at a time, all timed interleaved in the same run:
 
+- the bottleneck's 3x3 convolutions by Winograd F(2x2, 3x3) (shipped) versus CONV_2D;
 - nearest-neighbour x2 + 3x3 conv as one subpixel convolution (shipped), versus
   RESIZE_NEAREST_NEIGHBOR (the previous code; left to the builtin kernels by
   XNNPACK), concat x4 + DEPTH_TO_SPACE, reshape + BROADCAST_TO, and tf.repeat;
 - the 3-channel 7x7 ``final`` conv split into 1x7 + 7x1 (shipped) versus one conv;
-- the dense motion mask and occlusion heads as one conv (shipped) versus two;
 - all three undone (the previous model);
 - batch norm folded (shipped) versus not, on TFLite and on TensorFlow;
 - the warps (grid_sample) replaced by the identity: what sampling costs;
@@ -274,44 +274,7 @@ def _upsample_variant(kind: str):
             return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
         raise ValueError(kind)
 
-    def call(self, x):
-        return self.conv(up(x), activation=tf.nn.relu)
-
-    return [(blocks.UpBlock2d, "upsample", False), (blocks.UpBlock2d, "__call__", call)]
-
-
-def _separate_heads():
-    """The dense motion network as before: the mask and the occlusion heads as two convolutions."""
-    import tensorflow as tf
-    from livepuppet.config import KP_VARIANCE
-    from livepuppet.model import dense_motion as dm_mod
-    from livepuppet.model.blocks import AntiAliasDownsample, Conv, Hourglass
-    from livepuppet.model.ops import kp2gaussian
-
-    def init(self, cfg, state, name="dense_motion_network"):
-        tf.Module.__init__(self, name=name)
-        dm = cfg.generator.dense_motion
-        self.cfg = cfg
-        self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
-        self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
-        self.mask = Conv(state.child("mask"))
-        self.occlusion = Conv(state.child("occlusion")) if cfg.generator.estimate_occlusion_map else None
-
-    def call(self, source_small, kp_driving, kp_source):
-        _, h, w, c = source_small.shape
-        k = self.cfg.num_kp
-        heat = kp2gaussian(kp_driving[0], (h, w), KP_VARIANCE) - kp2gaussian(kp_source[0], (h, w), KP_VARIANCE)
-        heat = tf.concat([tf.zeros_like(heat[..., :1]), heat], axis=-1)
-        motions = self.sparse_motions(kp_driving, kp_source, (h, w))
-        deformed = dm_mod.grid_sample(source_small, motions)
-        features = tf.reshape(tf.concat([heat[..., None], deformed], -1), [-1, h, w, (k + 1) * (c + 1)])
-        out = self.hourglass(features)
-        mask = tf.nn.softmax(self.mask(out), axis=-1)
-        deformation = tf.reduce_sum(motions * mask[..., None], axis=3)
-        occlusion = tf.sigmoid(self.occlusion(out)) if self.occlusion is not None else None
-        return deformation, occlusion
-
-    return [(dm_mod.DenseMotion, "__init__", init), (dm_mod.DenseMotion, "__call__", call)]
+    return [(blocks.UpBlock2d, "fused", False), (blocks, "upsample_nearest2x", up)]
 
 
 def _no_warp():
@@ -331,6 +294,12 @@ def _no_tap_split():
     from livepuppet.model import blocks
 
     return [(blocks.Conv, "SPLIT_TAPS_BELOW", 0)]
+
+
+def _no_winograd():
+    from livepuppet.model import blocks
+
+    return [(blocks.Conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)]
 
 
 def undelegated_ops(model: bytes) -> dict[str, int]:
@@ -362,51 +331,45 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
     cfg = cfgmod.infer(state.generator, state.kp_detector).with_frame_shape(*kp_image.shape[1:3])
     variants = {
         "shipped": [],
+        "bottleneck: CONV_2D, no Winograd (previous)": _no_winograd(),
         "upsample: RESIZE_NEAREST_NEIGHBOR + conv (previous)": _upsample_variant("resize"),
         "upsample: concat x4 + DEPTH_TO_SPACE + conv": _upsample_variant("depth_to_space"),
         "upsample: reshape + BROADCAST_TO + conv": _upsample_variant("broadcast"),
         "upsample: tf.repeat + conv": _upsample_variant("repeat"),
         "final: one 7x7 conv, 3 outputs (previous)": _no_tap_split(),
-        "dense motion heads: two convs (previous)": _separate_heads(),
-        "previous model (all three undone)": _upsample_variant("resize") + _no_tap_split() + _separate_heads(),
+        "previous model (all three undone)": _no_winograd() + _upsample_variant("resize") + _no_tap_split(),
         "batch norm not folded": "nofold",
         "no warps (grid_sample -> identity)": _no_warp(),
     }
     interps, ops, tf_fns = {}, {}, {}
-    kp_interps = {}
     for name, patches in variants.items():
         log.print(f"ablation: building the generator, {name}")
         fold = patches != "nofold"
         with patched(*(patches if isinstance(patches, list) else [])):
             fomm = FOMM(cfg, state.generator, state.kp_detector, fold_batchnorm=fold)
             specs = {s.name: s for s in model_specs(fomm, 1)}
-            parts = ["generator"] + (["kp_detector"] if name in ("shipped", "previous model (all three undone)") else [])
-            for part in parts:
-                module = _export_module(specs[part])
-                concrete = module.serve.get_concrete_function()
-                converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-                model = converter.convert()
-                interp = lite.Interpreter(model_content=model, num_threads=args.threads or os.cpu_count())
-                runner = interp.get_signature_runner()
-                if part == "generator":
-                    interps[name] = runner
-                    all_ops = collections.Counter(op["op_name"] for op in lite.Interpreter(
-                        model_content=model, experimental_op_resolver_type=lite.OpResolverType.
-                        BUILTIN_WITHOUT_DEFAULT_DELEGATES)._get_ops_details())
-                    ops[name] = {"ops": dict(all_ops), "left_to_builtin": undelegated_ops(model)}
-                    if name == "shipped":
-                        builtin = lite.Interpreter(model_content=model, num_threads=args.threads or os.cpu_count(),
-                                                   experimental_op_resolver_type=lite.OpResolverType.
-                                                   BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-                        interps["shipped, builtin kernels only (no XNNPACK)"] = builtin.get_signature_runner()
-                        one = lite.Interpreter(model_content=model, num_threads=1)
-                        interps["shipped, 1 thread"] = one.get_signature_runner()
-                    if name in ("shipped", "batch norm not folded"):
-                        tf_fns[f"TensorFlow (SavedModel engine), {name}"] = (concrete, module, fomm)
-                else:
-                    kp_interps[f"kp detector, {name}"] = runner
-                del module, converter, model
+            # (the keypoint detector is as it was: see keypoint_detector.py)
+            module = _export_module(specs["generator"])
+            concrete = module.serve.get_concrete_function()
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            model = converter.convert()
+            threads = args.threads or os.cpu_count()
+            interps[name] = lite.Interpreter(model_content=model, num_threads=threads).get_signature_runner()
+            all_ops = collections.Counter(op["op_name"] for op in lite.Interpreter(
+                model_content=model, experimental_op_resolver_type=lite.OpResolverType.
+                BUILTIN_WITHOUT_DEFAULT_DELEGATES)._get_ops_details())
+            ops[name] = {"ops": dict(all_ops), "left_to_builtin": undelegated_ops(model)}
+            if name == "shipped":
+                builtin = lite.Interpreter(model_content=model, num_threads=threads,
+                                           experimental_op_resolver_type=lite.OpResolverType.
+                                           BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                interps["shipped, builtin kernels only (no XNNPACK)"] = builtin.get_signature_runner()
+                interps["shipped, 1 thread"] = lite.Interpreter(model_content=model,
+                                                                num_threads=1).get_signature_runner()
+            if name in ("shipped", "batch norm not folded"):
+                tf_fns[f"TensorFlow (SavedModel engine), {name}"] = (concrete, module, fomm)
+            del converter, model
             del fomm, specs
         gc.collect()
     calls: dict[str, Callable[[], Any]] = {}
@@ -415,8 +378,6 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
     tf_inputs = {k: tf.constant(v) for k, v in engine_inputs.items()}
     for name, fn in tf_fns.items():
         calls[f"generator, {name}"] = lambda f=fn[0]: f(**tf_inputs)
-    for name, runner in kp_interps.items():
-        calls[name] = lambda r=runner: r(image=kp_image)
     load_before = os.getloadavg()
     times = interleaved(calls, args.ablation_repeats)
     return {"times_ms": times, "ops": ops, "load_before": load_before, "load_after": os.getloadavg()}
@@ -429,7 +390,7 @@ def print_ablations(result: dict[str, Any]) -> None:
     for col in ("variant", "median ms", "min ms", "vs shipped", "TFLite ops left to the builtin kernels"):
         table.add_column(col, justify="left" if col in ("variant", "TFLite ops left to the builtin kernels")
                          else "right")
-    kp_base = med(times["kp detector, shipped"]) if "kp detector, shipped" in times else None
+    kp_base = med(times["kp detector, shipped"]) if "kp detector, shipped" in times else None  # older JSON
     for name, t in times.items():
         m = med(t)
         ref = kp_base if name.startswith("kp detector") else base

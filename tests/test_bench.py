@@ -157,3 +157,78 @@ def test_peak_model_is_a_correct_convolution():
     np.testing.assert_allclose(got[0], want, atol=1e-5)
     peak = bench.measure_peak(threads=1, repeats=2, shape=(16, 16, 32, 32))
     assert peak["gflops"] > 0 and peak["threads"] == 1
+
+
+# ---------------------------------------------------------------- the faster formulations bench led to
+# (livepuppet/model/blocks.py); each must equal the plain computation up to float32 rounding.
+
+def _conv_state(rng, cin: int, cout: int, k: int, norm: bool = True) -> dict[str, np.ndarray]:
+    state = {"c.weight": rng.standard_normal((cout, cin, k, k)) * (2 / (k * k * cin)) ** 0.5,
+             "c.bias": rng.standard_normal(cout) * 0.1}
+    if norm:
+        state.update({"n.weight": rng.uniform(0.7, 1.3, cout), "n.bias": rng.normal(0, 0.05, cout),
+                      "n.running_mean": rng.normal(0, 0.2, cout), "n.running_var": rng.uniform(0.5, 2, cout)})
+    return state
+
+
+def _reference_conv(x: np.ndarray, state: dict[str, np.ndarray], pad: int) -> np.ndarray:
+    """float64 'same' convolution + eval batch norm, NHWC."""
+    w = state["c.weight"].transpose(2, 3, 1, 0)
+    k = w.shape[0]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h, wd = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    out = sum(xp[:, dy:dy + h, dx:dx + wd] @ w[dy, dx] for dy in range(k) for dx in range(k)) + state["c.bias"]
+    if "n.weight" in state:
+        scale = state["n.weight"] / np.sqrt(state["n.running_var"] + 1e-5)
+        out = out * scale + state["n.bias"] - state["n.running_mean"] * scale
+    return out
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("shape", [(2, 8, 8, 64, 64), (1, 7, 9, 64, 96), (1, 5, 4, 128, 64)])
+def test_winograd_conv(shape, fold):
+    import tensorflow as tf
+
+    from livepuppet.model.blocks import Conv, StateReader
+
+    n, h, w, cin, cout = shape
+    rng = np.random.default_rng(0)
+    state = _conv_state(rng, cin, cout, 3)
+    reader = StateReader(state, fold=fold)
+    conv = Conv(reader.child("c"), reader.child("n"), winograd=True)
+    assert conv.winograd
+    x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
+    got = conv(tf.constant(x), activation=tf.nn.relu).numpy()
+    np.testing.assert_allclose(got, np.maximum(_reference_conv(x, state, 1), 0), atol=2e-5)
+    small = Conv(StateReader(_conv_state(rng, 8, 8, 3)).child("c"), winograd=True)
+    assert not small.winograd  # few channels: plain CONV_2D
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_upsampling_conv_is_nearest_then_conv(fold):
+    import tensorflow as tf
+
+    from livepuppet.model.blocks import UpBlock2d, StateReader
+
+    rng = np.random.default_rng(1)
+    state = {f"b.{k.replace('c.', 'conv.').replace('n.', 'norm.')}": v for k, v in _conv_state(rng, 6, 5, 3).items()}
+    block = UpBlock2d(StateReader(state, fold=fold).child("b"))
+    x = rng.standard_normal((2, 5, 7, 6)).astype(np.float32)
+    got = block(tf.constant(x)).numpy()
+    up = x.repeat(2, axis=1).repeat(2, axis=2)
+    plain = {k.replace("b.conv.", "c.").replace("b.norm.", "n."): v for k, v in state.items()}
+    np.testing.assert_allclose(got, np.maximum(_reference_conv(up, plain, 1), 0), atol=1e-5)
+
+
+def test_few_channel_conv_split_into_rows_and_columns():
+    import tensorflow as tf
+
+    from livepuppet.model.blocks import Conv, StateReader
+
+    rng = np.random.default_rng(2)
+    state = _conv_state(rng, 16, 3, 7, norm=False)
+    conv = Conv(StateReader(state).child("c"))
+    assert hasattr(conv, "rows")  # 3 outputs: the 1x7 + 7x1 form
+    x = rng.standard_normal((2, 12, 10, 16)).astype(np.float32)
+    np.testing.assert_allclose(conv(tf.constant(x)).numpy(), _reference_conv(x, state, 3), atol=1e-5)
+

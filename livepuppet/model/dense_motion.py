@@ -22,9 +22,8 @@ class DenseMotion(tf.Module):
         self.cfg = cfg
         self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
         self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
-        # The mask (K+1 channels) and occlusion (1 channel) heads read the same features: one convolution.
-        heads = [state.child("mask")] + ([state.child("occlusion")] if cfg.generator.estimate_occlusion_map else [])
-        self.heads = Conv(heads)
+        self.mask = Conv(state.child("mask"))
+        self.occlusion = Conv(state.child("occlusion")) if cfg.generator.estimate_occlusion_map else None
 
     def sparse_motions(self, kp_driving: tuple[tf.Tensor, tf.Tensor], kp_source: tuple[tf.Tensor, tf.Tensor],
                        size: tuple[int, int]) -> tf.Tensor:
@@ -49,8 +48,7 @@ class DenseMotion(tf.Module):
         deformed = grid_sample(source_small, motions)  # (B, h, w, K+1, C)
         features = tf.reshape(tf.concat([heat[..., None], deformed], -1), [-1, h, w, (k + 1) * (c + 1)])
         out = self.hourglass(features)
-        heads = self.heads(out)
-        mask = tf.nn.softmax(heads[..., :k + 1], axis=-1)
+        mask = tf.nn.softmax(self.mask(out), axis=-1)
         deformation = tf.reduce_sum(motions * mask[..., None], axis=3)
-        occlusion = tf.sigmoid(heads[..., k + 1:]) if heads.shape[-1] > k + 1 else None
+        occlusion = tf.sigmoid(self.occlusion(out)) if self.occlusion is not None else None
         return deformation, occlusion
