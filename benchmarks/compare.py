@@ -65,7 +65,9 @@ from livepuppet import bench  # noqa: E402
 from livepuppet import config as cfgmod  # noqa: E402
 from livepuppet.engines import Engine, open_engine  # noqa: E402
 from livepuppet.pipeline import Pipeline  # noqa: E402
-from tests.reference.factory import VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw  # noqa: E402
+from tests.reference.factory import (  # noqa: E402
+    VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw,
+)
 from tests.reference.fomm import normalize_kp  # noqa: E402
 
 console = Console(width=max(Console().width, 150))
@@ -207,7 +209,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
             row["error_vs_pytorch_levels"] = levels(out, outputs["pytorch"]) if name != "pytorch" else None
         rows[name] = row
     return {"rows": rows, "gflop": gflop, "load_before": load_before,
-            "load_after": load_after, "frames_compared": args.frames, "folders": {k: str(v) for k, v in folders.items()},
+            "load_after": load_after, "frames_compared": args.frames,
+            "folders": {k: str(v) for k, v in folders.items()},
             "times_ms": times, "tflite_ops": engines["tflite fp32"].manifest.data["models"]}
 
 

@@ -164,14 +164,13 @@ class Conv(tf.Module):
             outs.append(self._finish(out, activation))  # per channel, so it commutes with the interleave
         return tf.nn.depth_to_space(tf.concat(outs, axis=-1), 2)
 
-
     def _winograd(self, x: tf.Tensor) -> tf.Tensor:
         """F(2x2, 3x3) on NHWC: Y = A^T [(G g G^T) . (B^T d B)] A for every 4x4 input tile d (stride 2)."""
         _, h, w, c = x.shape
         eh, ew = h % 2, w % 2  # odd sizes: one more zero row / column, cropped at the end
         th, tw = (h + eh) // 2, (w + ew) // 2
-        # Space-to-depth of the padded input holds the four (row, column) parities as channel groups,
-        # so tile element (a, b) of every tile is one stride-1 slice: group (a % 2, b % 2) shifted by (a // 2, b // 2).
+        # Space-to-depth of the padded input holds the four (row, column) parities as channel groups, so
+        # element (a, b) of every tile is one stride-1 slice: group (a % 2, b % 2) shifted by (a // 2, b // 2).
         s = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [1, 1 + eh], [1, 1 + ew], [0, 0]]), 2)
 
         def tile(a: int, b: int) -> tf.Tensor:
