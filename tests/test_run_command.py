@@ -265,21 +265,7 @@ def test_signal_finishes_the_recording(assets, tmp_path, sig, reason):
 
 # -- preview under Xvfb ------------------------------------------------------------
 
-@pytest.fixture
-def xdisplay():
-    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("preview test needs Xvfb and xdotool (apt-get install -y xvfb xdotool x11-apps)")
-    r, w = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    with os.fdopen(r) as f:
-        display = ":" + f.readline().strip()
-    try:
-        yield display
-    finally:
-        xvfb.terminate()
-        xvfb.wait(timeout=10)
+# the xdisplay fixture (a private Xvfb) lives in conftest.py
 
 
 def test_preview_keys_recalibrate_and_quit(assets, tmp_path, xdisplay):
