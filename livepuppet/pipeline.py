@@ -81,9 +81,3 @@ def layout(value: np.ndarray) -> np.ndarray:
     centred = value - value.mean(axis=0)
     return centred / max(float(np.sqrt((centred**2).sum(axis=1).mean())), 1e-8)
 
-
-def best_frame(source: Keypoints, driving_values: np.ndarray) -> int:
-    """Index of the driving frame whose keypoint layout is nearest the source's."""
-    target = layout(source.value[0])
-    dists = [float(((layout(v) - target) ** 2).sum()) for v in driving_values]
-    return int(np.argmin(dists))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import random
 import re
@@ -99,10 +101,11 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def serving(payload: bytes):
+    """A _Server on a free 127.0.0.1 port serving ``payload``, shut down on exit (test_first_run uses it too)."""
     srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.payload = PAYLOAD
+    srv.payload = payload
     srv.requests = []
     srv.dropped = False
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -113,6 +116,12 @@ def server():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving(PAYLOAD) as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import yaml
 
 from livepuppet import cli
 from livepuppet.manifest import MANIFEST
-from tests.test_download import _Handler, _Server  # the local server with Range support
+from tests.test_download import serving  # the local server with Range support
 
 CKPT = "small-cpk.pth.tar"
 MODEL_FOLDER = "small-cpk"  # models/<checkpoint name without .pth.tar>
@@ -57,18 +56,8 @@ def checkpoint_bytes(tmp_path_factory) -> bytes:
 @pytest.fixture
 def server(checkpoint_bytes):
     """/ok/, /drop/ (first request cut off half-way), /404/: see test_download.py."""
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.payload = checkpoint_bytes
-    srv.requests = []
-    srv.dropped = False
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
+    with serving(checkpoint_bytes) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def _closed_port() -> int:
