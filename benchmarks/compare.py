@@ -63,7 +63,7 @@ from rich.table import Table  # noqa: E402
 
 from livepuppet import bench  # noqa: E402
 from livepuppet import config as cfgmod  # noqa: E402
-from livepuppet.engines import Engine, open_engine  # noqa: E402
+from livepuppet.engines import open_engine  # noqa: E402
 from livepuppet.pipeline import Pipeline  # noqa: E402
 from tests.reference.factory import (  # noqa: E402
     VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw,
@@ -92,18 +92,6 @@ def levels(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- livepuppet and PyTorch
 
-class MixedEngine(Engine):
-    """One engine's models, but the keypoint detector from another (int8 everywhere but the keypoints)."""
-
-    def __init__(self, base: Engine, keypoints: Engine):
-        super().__init__(base.manifest)
-        self.name = f"{base.name} mixed"
-        self.base, self.keypoints = base, keypoints
-
-    def _run(self, model, inputs):
-        return (self.keypoints if model == "kp_detector" else self.base)._run(model, inputs)
-
-
 def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -> dict[str, Any]:
     from livepuppet.commands import convert_checkpoint
 
@@ -121,9 +109,6 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
         "savedmodel fp32": open_engine(folders["fp32"], "savedmodel"),
         "tflite fp32, 1 thread": open_engine(folders["fp32"], "tflite", 1),
     }
-    # int8 keypoints move by up to a few pixels (soft-argmax over quantised heatmaps), which is most of
-    # int8's error: this row keeps the keypoint detector (3% of the work) in float32.
-    engines["tflite int8 + fp32 kp"] = MixedEngine(engines["tflite int8"], engines["tflite fp32"])
     source = random_frames(1, h, w, seed=5)[0]
     driving = random_video(args.frames + 1, h, w, seed=6)
 
@@ -237,7 +222,7 @@ def print_comparison(result: dict[str, Any], peak: dict) -> None:
     g = result["gflop"]
     console.print("kp: keypoint detection, process: keypoint normalisation, generate: the generator (livepuppet: "
                   "the per-frame part; PyTorch: all of it), source: livepuppet's once-per-source work, frame: one "
-                  "frame end to end; int8 + fp32 kp: int8 models but the float32 keypoint detector")
+                  "frame end to end; int8: int8 weights but the float32 keypoint detector (see export.FLOAT32_MODELS)")
     console.print(f"floor: {g['per_frame']:.1f} GFLOP a frame / {peak['gflops']:.1f} GFLOP/s peak "
                   f"({peak['shape']}, {peak['threads']} threads) = {result['floor_ms']:.0f} ms; errors are mean "
                   f"/ max absolute differences per pixel, in 8-bit levels, over {result['frames_compared']} frames")
@@ -293,6 +278,12 @@ def _no_warp():
     return [(dm_mod, "grid_sample", identity), (gen_mod, "grid_sample", identity)]
 
 
+def _no_nan_guard():
+    from livepuppet.model import ops
+
+    return [(ops, "_finite_or", lambda x, value: x)]
+
+
 def _no_tap_split():
     from livepuppet.model import blocks
 
@@ -343,6 +334,7 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
         "previous model (all three undone)": _no_winograd() + _upsample_variant("resize") + _no_tap_split(),
         "batch norm not folded": "nofold",
         "no warps (grid_sample -> identity)": _no_warp(),
+        "grid_sample without its NaN guard (previous)": _no_nan_guard(),
     }
     interps, ops, tf_fns = {}, {}, {}
     for name, patches in variants.items():

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--config", help="original YAML config or a preset name (default: read off the checkpoint)")
     p.add_argument("--out", type=Path, help="model folder (default: models/<checkpoint name>)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp32: exact (default); fp16: half-size files, same speed on x86; int8: about 2x faster, "
+                        "about 2 levels per pixel off (the keypoint detector stays fp32)")
     p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
 

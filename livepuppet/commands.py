@@ -89,6 +89,16 @@ def default_model_folder() -> Path:
     return models_dir() / model_name(Path(get_entry().filename))
 
 
+def _size_text(entry) -> str:
+    """', 228 MB' from the entry's exact size, ', about 228 MB' for a known published file, else ''."""
+    from .registry import APPROXIMATE_SIZES
+
+    if entry.size:
+        return f", {entry.size / 1e6:.0f} MB"
+    approximate = APPROXIMATE_SIZES.get(entry.filename)
+    return f", about {approximate / 1e6:.0f} MB" if approximate else ""
+
+
 def resolve_model(model: Path | None, *, download_ok: bool = False, yes: bool = False) -> Path:
     """The model folder to run: the one given, else the default one, converting or downloading it first.
 
@@ -114,7 +124,7 @@ def resolve_model(model: Path | None, *, download_ok: bool = False, yes: bool = 
             raise ModelFolderError(
                 f"no model in {folder}; run `livepuppet download` then `livepuppet convert "
                 f"{checkpoint_dir() / entry.filename}`, or pass --model")
-        if not (yes or _ask(f"The default model ({entry.filename}, about 230 MB) is not here. Download it now?")):
+        if not (yes or _ask(f"The default model ({entry.filename}{_size_text(entry)}) is not here. Download it now?")):
             raise LivepuppetError(f"no model to run; put {entry.filename} in {checkpoint_dir()} or pass --model")
         from .download import ensure_checkpoint
 

@@ -71,9 +71,10 @@ BUILTIN_MODELS: dict[str, ModelEntry] = {
         urls=("https://openavatarify.s3-avatarify.com/weights/vox-adv-cpk.pth.tar",),
         md5="8a45a24037871c045fbb8a6a8aa95ebc",
         sha256=None,
-        size=None,  # about 228 MB; the exact size is not published
+        size=None,  # the exact size is not published
     ),
 }
+APPROXIMATE_SIZES = {"vox-adv-cpk.pth.tar": 228_000_000}  # bytes, for the first-run question only
 
 
 def default_registry_path() -> Path:

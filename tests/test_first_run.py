@@ -238,6 +238,27 @@ def test_run_without_yes_and_without_a_terminal_refuses(env, server, face_and_cl
     assert not env.checkpoint_dir.exists() or list(env.checkpoint_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("size, filename, said", [(12_345_678, "other.pth.tar", "12 MB"), (None, "other.pth.tar", ""),
+                                                  (None, "vox-adv-cpk.pth.tar", "about 228 MB")])
+def test_download_question_gives_the_entry_size(env, monkeypatch, size, filename, said):
+    """The first-run question gives the entry's size, the published file's approximate one, or none."""
+    from livepuppet import commands
+    from livepuppet.errors import LivepuppetError
+
+    env.write_registry(["http://127.0.0.1:9/unused"])
+    doc = yaml.safe_load(env.registry.read_text())
+    if size:
+        doc["models"]["vox-adv"]["size"] = size
+    doc["models"]["vox-adv"]["filename"] = filename
+    env.registry.write_text(yaml.safe_dump(doc))
+    asked = []
+    monkeypatch.setattr(commands, "_ask", lambda question: asked.append(question) or False)
+    with pytest.raises(LivepuppetError, match="no model to run"):
+        commands.resolve_model(None, download_ok=True)
+    [question] = asked
+    assert question == f"The default model ({filename}{', ' + said if said else ''}) is not here. Download it now?"
+
+
 @needs_live_command
 def test_run_offline_says_where_to_get_the_file(env, server, face_and_clip):
     face, clip = face_and_clip

@@ -233,6 +233,29 @@ def test_grid_sample(image_batch, grid_shape):
           want.permute(0, 2, 3, 1).numpy().reshape(got.shape), 1e-6)
 
 
+def test_grid_sample_non_finite_coordinates_sample_nan_without_failing():
+    """A singular Jacobian makes NaN / inf sampling points; the graph and its .tflite must not fail on them."""
+    image = np.random.default_rng(0).uniform(size=(1, 7, 9, 3)).astype(np.float32)
+    nan, inf = np.nan, np.inf
+    grid = np.array([[[[nan, 0.1], [inf, 0.0], [0.2, -inf], [1e30, 0.3], [-1e30, -1e30], [0.2, 0.1], [-0.9, 0.7]]]],
+                    np.float32)
+    want = F.grid_sample(_nchw(image), torch.from_numpy(grid), align_corners=False).permute(0, 2, 3, 1).numpy()
+    fn = tf.function(lambda img, g: ops.grid_sample(img, g),
+                     input_signature=[tf.TensorSpec(image.shape, tf.float32), tf.TensorSpec(grid.shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    interp = Interpreter(model_content=converter.convert())
+    interp.allocate_tensors()
+    for detail, value in zip(interp.get_input_details(), (image, grid)):
+        interp.set_tensor(detail["index"], value)
+    interp.invoke()
+    lite_out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    for name, got in (("TF graph", fn(image, grid).numpy()), ("TFLite", lite_out)):
+        print(f"\n{name}: {got[0, 0, :, 0]} (PyTorch {want[0, 0, :, 0]})")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)  # NaN exactly where PyTorch has it
+        finite = ~np.isnan(want)
+        np.testing.assert_allclose(got[finite], want[finite], atol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("shape, size", [
     ((2, 5, 7, 3), (12, 9)), ((1, 16, 20, 2), (5, 7)), ((1, 16, 16, 2), (64, 64)), ((1, 9, 6, 1), (4, 13))])
 def test_resize_bilinear(shape, size):

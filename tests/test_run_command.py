@@ -9,14 +9,15 @@ The preview test needs Xvfb and xdotool (apt packages xvfb, xdotool).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from livepuppet.media import VideoWriter, open_frames, probe_video
 from tests.reference.factory import SMALL_PARAMS, make_checkpoint, random_video
 
 SIZE = 64
+STARTUP = re.compile(r"^first avatar frame ([\d.]+) s after start; peak memory (\d+) MB$", re.M)
 SUMMARY = re.compile(r"^(\d+) frames at ([\d.]+) fps \(([a-z ]+)\); median ms: (.+)$", re.M)
 HAS_VIDEO_DEVICES = sys.platform.startswith("linux") and bool(list(Path("/dev").glob("video*")))
 
@@ -95,14 +97,21 @@ def _start(args: list[str], cwd: Path, display: str | None = None) -> subprocess
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = _start(args, cwd)
+@contextlib.contextmanager
+def _started(args: list[str], cwd: Path, display: str | None = None) -> Iterator[subprocess.Popen]:
+    """The running command; killed on the way out if a failed assertion left it running."""
+    proc = _start(args, cwd, display)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    with _started(args, cwd) as proc:
+        out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
@@ -138,6 +147,11 @@ def test_headless_recording_of_twelve_frames(assets, tmp_path):
     frames, reason, _ = _summary(r.stderr)
     assert (frames, reason) == (12, "frames")
     assert probe_video(tmp_path / "out.mp4")["frame_count"] == 12
+    startup = STARTUP.search(r.stderr)  # what issue 6's bars are read from
+    assert startup, r.stderr
+    first_frame, peak = float(startup.group(1)), int(startup.group(2))
+    # this process (pytest, after the TensorFlow tests) is several GB: a peak that counted the parent would show it
+    assert 0 < first_frame < 120 and 50 < peak < 1500, startup.group(0)
     video = _frames(tmp_path / "out.mp4")
     assert len(video) == 12 and video[0].shape == (SIZE, SIZE, 3)
     diffs = [float(np.abs(a - b).mean()) for a, b in zip(video, video[1:])]
@@ -150,18 +164,19 @@ def test_savedmodel_engine_and_batches(assets, tmp_path):
     (tmp_path / "sm").mkdir()
     (tmp_path / "b3").mkdir()
     (tmp_path / "b1").mkdir()
-    runs = {
-        "sm": _start(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "6",
-                           "--engine", "savedmodel"), tmp_path / "sm"),
-        "b3": _start(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12", "--batch", "3"),
-                     tmp_path / "b3"),
-    }
-    b1 = _run(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12"), tmp_path / "b1")
-    assert b1.returncode == 0, b1.stderr
     errs = {}
-    for name, proc in runs.items():
-        _, errs[name] = proc.communicate(timeout=120)
-        assert proc.returncode == 0, errs[name]
+    with contextlib.ExitStack() as stack:
+        runs = {
+            "sm": stack.enter_context(_started(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "6",
+                                                     "--engine", "savedmodel"), tmp_path / "sm")),
+            "b3": stack.enter_context(_started(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12",
+                                                     "--batch", "3"), tmp_path / "b3")),
+        }
+        b1 = _run(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12"), tmp_path / "b1")
+        assert b1.returncode == 0, b1.stderr
+        for name, proc in runs.items():
+            _, errs[name] = proc.communicate(timeout=120)
+            assert proc.returncode == 0, errs[name]
     assert "on savedmodel" in errs["sm"] and _summary(errs["sm"])[:2] == (6, "frames")
     frames, reason, _ = _summary(errs["b3"])
     assert (frames, reason) == (12, "frames") and "batch of up to 3" in errs["b3"]
@@ -239,20 +254,15 @@ def test_preview_without_display_suggests_no_preview(assets, tmp_path):
 def test_signal_finishes_the_recording(assets, tmp_path, sig, reason):
     """SIGTERM and Ctrl-C end the loop like 'q' does: exit 0, recording complete."""
     (tmp_path / "rec").mkdir()
-    proc = _start(_args(assets, "--no-preview", "--record", "rec/out.mp4", "--frames", "100000", camera="long"),
-                  tmp_path)
     out = tmp_path / "rec" / "out.mp4"
-    try:
+    with _started(_args(assets, "--no-preview", "--record", "rec/out.mp4", "--frames", "100000", camera="long"),
+                  tmp_path) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     frames, got_reason, _ = _summary(err)
@@ -269,13 +279,12 @@ def test_signal_finishes_the_recording(assets, tmp_path, sig, reason):
 
 
 def test_preview_keys_recalibrate_and_quit(assets, tmp_path, xdisplay):
-    proc = _start(_args(assets, "--record", "out.mp4", camera="long"), tmp_path, display=xdisplay)
     env = _env(tmp_path / "home", xdisplay)
 
     def xdo(*cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
         return subprocess.run(["xdotool", *cmd], env=env, capture_output=True, text=True, timeout=timeout)
 
-    try:
+    with _started(_args(assets, "--record", "out.mp4", camera="long"), tmp_path, display=xdisplay) as proc:
         found = xdo("search", "--sync", "--name", "^livepuppet$", timeout=60)
         assert found.returncode == 0 and found.stdout.split(), (found.stderr, proc.poll())
         win = found.stdout.split()[0]
@@ -284,10 +293,6 @@ def test_preview_keys_recalibrate_and_quit(assets, tmp_path, xdisplay):
             assert xdo("windowfocus", "--sync", win).returncode == 0
             assert xdo("key", key).returncode == 0
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "recalibrating" in err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -20,43 +22,76 @@ def _interpreter_module():
         from ai_edge_litert import interpreter
         return interpreter
     except ImportError:
-        import tensorflow as tf  # noqa: the fallback the engine is allowed
+        import tensorflow as tf  # the one fallback the engine may import
 
         return tf.lite
 
 
 class TFLiteEngine(Engine):
+    """Runs the four ``.tflite`` files with LiteRT's interpreter and XNNPACK on ``threads`` cores.
+
+    XNNPACK packs a model's weights into memory of its own when the model's
+    tensors are allocated, and reads them from the memory-mapped file to do so:
+    for a moment both copies are resident. The models are therefore prepared
+    here, largest first, each file's pages dropped as soon as it is packed, so
+    the peak is one copy of every model plus the generator's file (the largest,
+    about 270 MB at vox-256 fp32), not plus everything packed before it.
+    """
+
     name = "tflite"
 
     def __init__(self, manifest: Manifest, threads: int | None = None):
         super().__init__(manifest)
         lite = _interpreter_module()
         self.threads = threads or os.cpu_count() or 1
-        self._runners = {}
-        for model in MODEL_NAMES:
-            path = manifest.path(model, "tflite")
+        paths = {model: manifest.path(model, "tflite") for model in MODEL_NAMES}
+        for path in paths.values():
             if not path.is_file():
                 raise ModelFolderError(f"{path} is missing; convert the checkpoint again")
+        self._runners = {}
+        for model in sorted(MODEL_NAMES, key=lambda m: paths[m].stat().st_size, reverse=True):
+            path = paths[model]
             try:
-                interp = lite.Interpreter(model_path=str(path), num_threads=self.threads)
+                with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                    interp = lite.Interpreter(model_path=str(path), num_threads=self.threads)
+                    interp.allocate_tensors()  # applies XNNPACK, which packs the weights now
             except (ValueError, RuntimeError) as exc:
                 raise ModelFolderError(f"{path} is not a valid TFLite model ({exc}); convert again") from None
+            release_file_pages(path)
             self._runners[model] = interp.get_signature_runner("serving_default")
-        self._unreleased = {model: manifest.path(model, "tflite") for model in MODEL_NAMES}
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._runners[model](**inputs)
-        path = self._unreleased.pop(model, None)
-        if path is not None:  # XNNPACK has packed its own copy of the weights by now
-            release_file_pages(path)
-        return out
+        return self._runners[model](**inputs)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what C++ code writes to stderr (file descriptor 2) to the null device meanwhile.
+
+    LiteRT logs its delegate set-up there, past Python's ``sys.stderr``; errors
+    still reach Python as exceptions, with their message.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def release_file_pages(path: Path) -> int:
     """Drop the resident pages of a memory-mapped model file; returns the bytes released.
 
     LiteRT maps the ``.tflite`` file and XNNPACK packs its weights into memory of
-    its own on the first run, so the mapped weights sit in memory twice (about
+    its own, so once packed, the mapped weights would sit in memory twice (about
     300 MB for vox-256). The mapping is private and unmodified, so dropping its
     pages is safe: anything still read from it is paged in again from the file.
     Linux only; elsewhere (or on any failure) it does nothing.

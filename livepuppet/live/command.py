@@ -9,6 +9,8 @@ drop frames) during a first-run download or conversion.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -43,6 +45,51 @@ def read_sources(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
     from ..media import fit_frame, read_image
 
     return [fit_frame(read_image(p), size) for p in paths]
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), or None where that is not known."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory (its high-water mark) in MB, where the OS reports it.
+
+    Linux: VmHWM, this program's own. (``ru_maxrss`` would also count the
+    memory of the process that started it, as it was at the fork.)
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+def startup_and_memory(first_frame_at: float) -> str:
+    """'first avatar frame 2.1 s after start; peak memory 640 MB' (parts that are unknown are left out)."""
+    parts = []
+    age = process_age()
+    if first_frame_at and age is not None:
+        parts.append(f"first avatar frame {age - (time.perf_counter() - first_frame_at):.1f} s after start")
+    peak = peak_memory_mb()
+    if peak is not None:
+        parts.append(f"peak memory {peak:.0f} MB")
+    return "; ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         stats = run_live(pipeline, capture, FaceFramer(enabled=not args.no_face_tracking), sinks,
                          frames=args.frames, batch=args.batch, sources=sources, console=console)
     console.print(stats.summary())
+    if line := startup_and_memory(stats.first_frame_at):
+        console.print(line)
     if args.record:
         console.print(f"recording: {args.record}")
     return 0

@@ -79,6 +79,7 @@ class LiveStats:
     dropped: int = 0                # camera frames never animated (live camera only)
     stalls: int = 0                 # times the camera stopped delivering
     stop_reason: str = ""           # frames | quit | end of input | interrupted | terminated
+    first_frame_at: float = 0.0     # time.perf_counter() when the first frame went out (0: none did)
 
     @property
     def fps(self) -> float:
@@ -487,6 +488,7 @@ class _Loop:
     def _final_stats(self) -> LiveStats:
         st = self.stats
         st.seconds = self.last_out - self.first_out
+        st.first_frame_at = self.first_out
         st.stage_ms = self.clock.medians()
         st.dropped = self.worker.dropped + getattr(self.capture, "dropped", 0)
         st.stalls = max(st.stalls, getattr(self.capture, "stalls", 0))

@@ -21,12 +21,16 @@ def grid_sample(image: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
     The image is padded with one ring of zeros and the corner indices are
     clamped into that ring, so out-of-range corners read zeros without any
     masking: four gathers and the blend are all the work.
+
+    A NaN or infinite coordinate (a singular Jacobian gives one) samples NaN, as
+    in PyTorch, instead of failing: its corners are read from the zero ring, since
+    casting NaN to an index would make GATHER read out of bounds.
     """
     n, h, w, c = image.shape
     padded = tf.reshape(tf.pad(image, [[0, 0], [1, 1], [1, 1], [0, 0]]), [-1, c])
     ix = ((grid[..., 0] + 1.0) * w - 1.0) / 2.0
     iy = ((grid[..., 1] + 1.0) * h - 1.0) / 2.0
-    x0, y0 = tf.floor(ix), tf.floor(iy)
+    x0, y0 = tf.floor(_finite_or(ix, -2.0)), tf.floor(_finite_or(iy, -2.0))
     x1, y1 = x0 + 1.0, y0 + 1.0
     # Clamp into [-1, size] (the zero ring), then shift by one for the padding.
     cx0 = tf.cast(tf.clip_by_value(x0, -1.0, float(w)), tf.int32) + 1
@@ -49,6 +53,11 @@ def grid_sample(image: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
     w_se = ((ix - x0) * (iy - y0))[..., None]
     return (corner(cy0, cx0) * w_nw + corner(cy0, cx1) * w_ne
             + corner(cy1, cx0) * w_sw + corner(cy1, cx1) * w_se)
+
+
+def _finite_or(x: tf.Tensor, value: float) -> tf.Tensor:
+    """``x`` where it is finite, else ``value`` (NaN compares false)."""
+    return tf.where(tf.abs(x) < np.inf, x, value)
 
 
 def upsample_nearest2x(x: tf.Tensor) -> tf.Tensor:
