@@ -29,6 +29,7 @@ optimisation undone at a time, all timed interleaved in the same run:
 - all three undone (the previous model);
 - batch norm folded (shipped) versus not, on TFLite and on TensorFlow;
 - the warps (grid_sample) replaced by the identity: what sampling costs;
+- grid_sample without the guard that keeps NaN coordinates from indexing out of bounds;
 - XNNPACK versus the builtin kernels only, and 1 thread versus all;
 
 and which TFLite ops XNNPACK leaves to the builtin kernels in each variant.

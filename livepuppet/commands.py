@@ -6,12 +6,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from .errors import LivepuppetError, ModelFolderError
 from .manifest import MANIFEST
 from .paths import checkpoint_dir, find_checkpoint, models_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import ModelEntry
 
 console = Console(stderr=True)
 
@@ -89,7 +93,7 @@ def default_model_folder() -> Path:
     return models_dir() / model_name(Path(get_entry().filename))
 
 
-def _size_text(entry) -> str:
+def _size_text(entry: ModelEntry) -> str:
     """', 228 MB' from the entry's exact size, ', about 228 MB' for a known published file, else ''."""
     from .registry import APPROXIMATE_SIZES
 

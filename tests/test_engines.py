@@ -35,7 +35,7 @@ FP32_TOLERANCE = 1e-4
 # keypoints it was max 1.0e-1..1.3e-1, mean 1.0e-2..1.2e-2, keypoints 2.6e-2..3.6e-2).
 REDUCED_TOLERANCE = {
     "fp16": {"max": 1.5e-2, "mean": 1.1e-3, "keypoints": 3.5e-3},
-    "int8": {"max": 0.4, "mean": 0.035, "keypoints": 1e-6},
+    "int8": {"max": 0.25, "mean": 0.025, "keypoints": 1e-6},
 }
 
 
