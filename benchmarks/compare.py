@@ -135,20 +135,11 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     # ---- timing: everything interleaved
     frame = driving[1:2]
     calls: dict[str, Callable[[], Any]] = {}
+    stage_names = {"keypoint_detection": "kp", "keypoint_processing": "process", "generation": "generate",
+                   "source_encoding": "source", "end_to_end": "frame"}
     for name, engine in engines.items():
-        data = engine.encode_source(source)
-        initial = engine.detect_keypoints(driving[:1])
-        detected = engine.detect_keypoints(frame)
-        normed = engine.process_keypoints(data.keypoints, detected, initial, True, True)
-        p = Pipeline(engine)
-        p.set_source(source)
-        p.calibrate(driving[0])
-        calls[f"{name}|kp"] = lambda e=engine: e.detect_keypoints(frame)
-        calls[f"{name}|process"] = lambda e=engine, d=data, k=detected, i=initial: e.process_keypoints(
-            d.keypoints, k, i, True, True)
-        calls[f"{name}|generate"] = lambda e=engine, n=normed, d=data: e.generate(n, d)
-        calls[f"{name}|source"] = lambda e=engine: e.encode_source(source)
-        calls[f"{name}|frame"] = lambda p=p: p.animate(frame)
+        for stage, call in bench.stage_calls(engine, source, driving[0], frame).items():
+            calls[f"{name}|{stage_names[stage]}"] = call
         if name == "tflite fp32":
             uncached = Pipeline(engine)
             uncached.calibrate(driving[0])

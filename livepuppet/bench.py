@@ -50,8 +50,8 @@ from .manifest import read_manifest
 from .pipeline import Pipeline
 
 __all__ = [
-    "run", "measure", "measure_peak", "machine_info", "random_state", "build_random_model", "synthetic_frames",
-    "render", "STAGES",
+    "run", "measure", "stage_calls", "measure_peak", "machine_info", "random_state", "build_random_model",
+    "synthetic_frames", "render", "STAGES",
 ]
 
 # stage -> (label, how often it runs)
@@ -289,6 +289,26 @@ def _interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str,
     return times
 
 
+def stage_calls(engine: Engine, source: np.ndarray, calibration: np.ndarray,
+                frames: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """One call per stage (the keys of STAGES, plus ``end_to_end``), set up so that each repeats
+    exactly the work of animating ``frames`` after ``source`` was set and ``calibration`` taken."""
+    data = engine.encode_source(source)
+    initial = engine.detect_keypoints(calibration[None])
+    detected = engine.detect_keypoints(frames)
+    norm = engine.process_keypoints(data.keypoints, detected, initial, True, True)
+    pipeline = Pipeline(engine)
+    pipeline.set_source(source)
+    pipeline.calibrate(calibration)
+    return {
+        "keypoint_detection": lambda: engine.detect_keypoints(frames),
+        "keypoint_processing": lambda: engine.process_keypoints(data.keypoints, detected, initial, True, True),
+        "generation": lambda: engine.generate(norm, data),
+        "source_encoding": lambda: engine.encode_source(source),
+        "end_to_end": lambda: pipeline.animate(frames),
+    }
+
+
 def measure(folder: str | Path, engine: str = "tflite", threads: int | None = None, batch: int = 1,
             repeats: int = 5, peak: dict[str, Any] | None | bool = True,
             engine_obj: Engine | None = None) -> dict[str, Any]:
@@ -309,20 +329,7 @@ def measure(folder: str | Path, engine: str = "tflite", threads: int | None = No
     size = engine_obj.frame_size
     frames = synthetic_frames(batch + 1, size, seed=1)
     source, driving = frames[0], frames[1:]
-    data = engine_obj.encode_source(source)
-    initial = engine_obj.detect_keypoints(driving[:1])
-    detected = engine_obj.detect_keypoints(driving)
-    norm = engine_obj.process_keypoints(data.keypoints, detected, initial, True, True)
-    pipeline = Pipeline(engine_obj)
-    pipeline.set_source(source)
-    pipeline.calibrate(driving[0])
-    calls = {
-        "keypoint_detection": lambda: engine_obj.detect_keypoints(driving),
-        "keypoint_processing": lambda: engine_obj.process_keypoints(data.keypoints, detected, initial, True, True),
-        "generation": lambda: engine_obj.generate(norm, data),
-        "source_encoding": lambda: engine_obj.encode_source(source),
-        "end_to_end": lambda: pipeline.animate(driving),
-    }
+    calls = stage_calls(engine_obj, source, driving[0], driving)
     peak_before = measure_peak(threads) if peak is True else None
     times = _interleaved(calls, repeats)
     stage_gflop = {
