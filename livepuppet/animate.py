@@ -126,7 +126,7 @@ def animate(pipeline: Pipeline, frames: Iterable[np.ndarray],
 
 def run(args: argparse.Namespace) -> int:
     from .commands import resolve_model
-    from .engines import open_engine
+    from .engines import open_from_args
     from .manifest import read_manifest
 
     console = Console(stderr=True)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with writer, _progress(console) as progress:
-            engine = open_engine(folder, args.engine, args.threads)
+            engine = open_from_args(folder, args)
             pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale)
             pipeline.set_source(source)
             if args.best_frame:

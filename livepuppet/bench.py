@@ -68,32 +68,19 @@ PEAK_SHAPE = (64, 64, 256, 256)  # (h, w, in, out) of the 3x3 convolution that m
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load, OS and library versions, read without importing TensorFlow."""
-    cpu, flags = None, ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu is None:
-                    cpu = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = value
-    except OSError:
-        pass
-    cpu = cpu or platform.processor() or platform.machine()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
+    from . import cpu as cpumod
+
+    cpu = cpumod.current()
     info = {
-        "cpu": cpu,
+        "cpu": cpu.name,
         "cores": os.cpu_count() or 1,
-        "usable_cores": usable,
-        "simd": " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-                         if f" {f} " in f" {flags} ") or None,
+        "usable_cores": cpumod.usable_cores(),
+        "simd": cpu.simd,
         "os": platform.platform(),
         "python": platform.python_version(),
         "tensorflow": _version("tensorflow"),
         "litert": _version("ai-edge-litert"),
+        "openvino": _version("openvino"),
         "numpy": np.__version__,
         "livepuppet": __version__,
     }
@@ -359,8 +346,8 @@ def measure(folder: str | Path, engine: str = "tflite", threads: int | None = No
             "random_weights": manifest.data.get("checkpoint", {}).get("sha256") == "random",
             "frame_size": f"{size[1]}x{size[0]}", "precision": manifest.precision, "model_batch": manifest.batch,
         },
-        "engine": engine_obj.name,
-        "threads": threads if engine_obj.name == "tflite" else _tf_thread_count(threads),
+        "engine": engine_obj.label,
+        "threads": _tf_thread_count(threads) if engine_obj.name == "savedmodel" else threads,
         "batch": batch,
         "repeats": repeats,
         "stages": stages,
@@ -406,7 +393,7 @@ def _f(value: float | None, digits: int = 1) -> str:
 def render(result: dict[str, Any], console: Console) -> None:
     model, machine = result["model"], result["machine"]
     weights = "random weights" if model["random_weights"] else model["checkpoint"] or "?"
-    title = (f"livepuppet bench: {model['frame_size']} ({weights}), {result['engine']} {model['precision']}, "
+    title = (f"livepuppet bench: {model['frame_size']} ({weights}), {result['engine']}, "
              f"batch {result['batch']}, {result['threads']} threads, median of {result['repeats']}")
     table = Table(title=title)
     for col, justify in (("stage", "left"), ("runs", "left"), ("ms/call", "right"), ("ms/frame", "right"),
@@ -453,7 +440,7 @@ def run(args: argparse.Namespace) -> int:
     architecture when no ``--model`` is given (tests use a small one); the default is vox-256."""
     console = Console()
     err = Console(stderr=True)
-    engine = getattr(args, "engine", "tflite") or "tflite"
+    engine = getattr(args, "engine", "auto") or "auto"
     threads = getattr(args, "threads", None)
     batch = getattr(args, "batch", 1) or 1
     repeats = getattr(args, "repeats", 5) or 5
@@ -468,10 +455,27 @@ def run(args: argparse.Namespace) -> int:
             tmp = Path(tempfile.mkdtemp(prefix="livepuppet-bench-"))
             folder = build_random_model(tmp / "model", cfg, batch=batch, console=err)
         err.print(f"timing {folder} on {engine}...")
-        result = measure(folder, engine, threads, batch, repeats)
+        rows = None
+        if engine == "auto" and batch == 1:
+            from . import bench_engines
+
+            rows = bench_engines.compare(folder, threads, repeats, exact=bool(getattr(args, "exact", False)),
+                                         device=getattr(args, "device", None) or "cpu")
+            best = next(r for r in rows if r.get("auto"))
+            engine_obj = open_engine(folder, best["candidate"].engine, threads, precision=best["candidate"].precision,
+                                     kp_precision=best["candidate"].kp_precision)
+            result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj)
+            result["engines"] = [{**{k: v for k, v in r.items() if k not in ("candidate", "result")},
+                                  "engine": r["candidate"].label, "per_frame_ms": r["result"]["per_frame_ms"],
+                                  "stages_ms": {k: v["ms"] for k, v in r["result"]["stages"].items()}}
+                                 for r in rows]
+        else:
+            result = measure(folder, "tflite" if engine == "auto" else engine, threads, batch, repeats)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    if rows:
+        bench_engines.render(rows, console)
     render(result, console)
     json_path = getattr(args, "json", None)
     if json_path is not None:

@@ -49,9 +49,14 @@ def _batch(text: str) -> int | None:
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
-    p.add_argument("--engine", choices=("tflite", "savedmodel"), default="tflite",
-                   help="tflite: LiteRT on the CPU (default); savedmodel: TensorFlow, on a GPU if it sees one")
-    p.add_argument("--threads", type=_positive, help="CPU threads for the tflite engine (default: all cores)")
+    p.add_argument("--engine", choices=("auto", "tflite", "openvino", "savedmodel"), default="auto",
+                   help="auto: the fastest here within 3 levels of fp32, measured once per model and machine "
+                        "(default); tflite: LiteRT; openvino: OpenVINO, bf16 where the CPU has it; "
+                        "savedmodel: TensorFlow, on a GPU if it sees one")
+    p.add_argument("--exact", action="store_true", help="float32 everywhere, on any engine (the last level)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
+                   help="where OpenVINO runs: cpu (default), gpu (an Intel GPU), auto (OpenVINO decides)")
+    p.add_argument("--threads", type=_positive, help="CPU threads (default: all cores)")
 
 
 def _motion_args(p: argparse.ArgumentParser) -> None:

@@ -27,8 +27,10 @@ from . import __version__
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .errors import LivepuppetError
+from . import cpu as cpumod
+from . import openvino_export
 from .manifest import FORMAT, MANIFEST, MODEL_NAMES
-from .model import FOMM
+from .model import FOMM, GRAPHS, XNNPACK
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP32_TOLERANCE = 1e-4
@@ -37,6 +39,18 @@ FP32_TOLERANCE = 1e-4
 # random weights: 6.6 levels per pixel with int8 keypoints, 1.8 without), while the keypoint
 # detector is under a tenth of the per-frame work.
 FLOAT32_MODELS = {"int8": ("kp_detector",)}
+
+
+def openvino_graph(cpu: cpumod.CPU) -> str:
+    """The graph OpenVINO (oneDNN) runs fastest on ``cpu``, by the generator's bf16 time.
+
+    With AMX, oneDNN's direct convolutions beat the rewritten forms (vox-256
+    generator 40 ms plain against 78 ms with XNNPACK's rewrites, Xeon with
+    AMX-BF16, issue 11). With AVX512-BF16 or AVX2 alone the rewrites pay on
+    oneDNN too (Zen 4: 149 ms rewritten against 221 ms plain; see
+    benchmarks/README.md).
+    """
+    return "plain" if cpu.amx else "xnnpack"
 
 
 def model_precision(model: str, precision: str) -> str:
@@ -179,7 +193,7 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
     out = Path(out)
     check_destination(out)
     start = time.perf_counter()
-    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector)
+    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK)  # the TFLite graph
     specs = model_specs(fomm, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial_folder(out)
@@ -193,12 +207,14 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
                 errors.append((model.name, *err))
                 if on_model_built:
                     on_model_built(model.name)
-        _print_errors(console, errors, precision)
-        _check_errors(errors, precision)
+            openvino = _build_openvino(checkpoint, cfg, fomm, tmp, models, precision, batch, progress)
+        _print_errors(console, errors, precision, openvino)
+        _check_errors(errors, precision, openvino)
         manifest = {
             "format": FORMAT, "livepuppet_version": __version__, "config": cfg.to_dict(),
             "checkpoint": {"name": checkpoint.path.name, "sha256": checkpoint.sha256},
             "precision": precision, "batch": batch, "models": models,
+            "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {})},
             "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -263,19 +279,67 @@ def _build_one(fomm: FOMM, model: ModelSpec, tmp: Path, precision: str, batch: i
     return entry, (_max_error(expected, got_saved), _max_error(expected, got_lite))
 
 
-def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str) -> None:
+def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: Path, models: dict,
+                    precision: str, batch: int | None, progress: Progress) -> dict | None:
+    """OpenVINO IR of each model, from the float32 graph OpenVINO runs best here; None without OpenVINO.
+
+    Where that graph is the TFLite one and the ``.tflite`` file is float32, the
+    file is reused; otherwise a float32 ``.tflite`` of OpenVINO's graph is made
+    in passing. Each IR is verified at float32 against its TensorFlow graph, and
+    its entry joins the model's in the manifest.
+    """
+    if not openvino_export.available():
+        return None
+    graph = openvino_graph(cpumod.current())
+    ov_fomm = fomm if GRAPHS[graph] == fomm.rewrites else FOMM(cfg, checkpoint.generator, checkpoint.kp_detector,
+                                                               rewrites=GRAPHS[graph])
+    errors = {}
+    for model in model_specs(ov_fomm, batch):
+        task = progress.add_task(f"{model.name} (OpenVINO)", total=2, step="IR")
+        concrete = _export_module(model).serve.get_concrete_function()
+        source = tmp / models[model.name]["tflite"]
+        reuse = ov_fomm is fomm and model_precision(model.name, precision) == "fp32"
+        if not reuse:
+            source = tmp / f".{model.name}.openvino.tflite"
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], _export_module(model))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            source.write_bytes(converter.convert())
+        xml = tmp / openvino_export.DIRNAME / f"{model.name}.xml"
+        try:
+            openvino_export.convert(source, xml)
+        finally:
+            if not reuse:
+                source.unlink(missing_ok=True)
+        progress.update(task, advance=1, step="verifying")
+        inputs = sample_inputs(ov_fomm, model, batch or 2)
+        expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        errors[model.name] = _max_error(expected, openvino_export.run(xml, inputs))
+        models[model.name]["openvino"] = f"{openvino_export.DIRNAME}/{xml.name}"
+        progress.update(task, advance=1, step="done")
+    import openvino as ov
+
+    return {"graph": graph, "errors": errors, "version": ov.__version__}
+
+
+def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str,
+                  openvino: dict | None) -> None:
     table = Table(title="self-verification: max abs error against the TensorFlow graph")
     table.add_column("model")
     table.add_column("SavedModel (fp32)", justify="right")
     table.add_column("TFLite", justify="right")
+    if openvino:
+        table.add_column(f"OpenVINO fp32 ({openvino['graph']} graph)", justify="right")
     for name, saved, lite in errors:
-        table.add_row(name, f"{saved:.2e}", f"{lite:.2e} ({model_precision(name, precision)})")
+        row = [name, f"{saved:.2e}", f"{lite:.2e} ({model_precision(name, precision)})"]
+        table.add_row(*row, *([f"{openvino['errors'][name]:.2e}"] if openvino else []))
     console.print(table)
 
 
-def _check_errors(errors: list[tuple[str, float, float]], precision: str) -> None:
+def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None) -> None:
     for name, saved, lite in errors:
         worst = max(saved, lite) if model_precision(name, precision) == "fp32" else saved
+        if openvino:
+            worst = max(worst, openvino["errors"][name])
         if not worst <= FP32_TOLERANCE:
             raise VerificationError(
                 f"the converted {name} differs from the TensorFlow graph by {worst:.2e} (limit {FP32_TOLERANCE:g}); "
@@ -299,4 +363,4 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["build", "model_specs", "PRECISIONS", "MODEL_NAMES", "VerificationError", "tflite_ops", "sample_inputs"]
+__all__ = ["build", "model_specs", "openvino_graph", "PRECISIONS", "MODEL_NAMES", "VerificationError", "tflite_ops", "sample_inputs"]

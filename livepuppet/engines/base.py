@@ -41,6 +41,11 @@ class Engine(ABC):
         self.num_kp = manifest.num_kp
         self.batch = manifest.batch
 
+    @property
+    def label(self) -> str:
+        """What runs, as said to users: ``tflite fp32``, ``openvino bf16 on CPU``."""
+        return f"{self.name} {self.manifest.precision}"
+
     @abstractmethod
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one model on named float32 inputs; returns its named outputs."""

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     for path in source_paths:
         read_image(path)  # unreadable sources fail now, before the model loads
     from ..commands import resolve_model
-    from ..engines import open_engine
+    from ..engines import open_from_args
     from ..pipeline import Pipeline
     from .capture import open_camera
     from .framing import FaceFramer
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(vcam)
             console.print(f"virtual camera: {vcam.device or 'on'} ({args.vcam_size[0]}x{args.vcam_size[1]})")
         model = resolve_model(args.model, download_ok=True, yes=args.yes)
-        engine = open_engine(model, args.engine, args.threads)
+        engine = open_from_args(model, args)
         pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale)
         sources = read_sources(source_paths, pipeline.frame_size)
         capture = open_camera(args.camera, args.camera_size)
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(record)
         if not sinks:
             console.print("note: no preview, virtual camera or recording: frames are computed and dropped")
-        console.print(f"model {model} on {engine.name}; ready in {time.perf_counter() - started:.1f} s")
+        console.print(f"model {model} on {engine.label}; ready in {time.perf_counter() - started:.1f} s")
         stats = run_live(pipeline, capture, FaceFramer(enabled=not args.no_face_tracking), sinks,
                          frames=args.frames, batch=args.batch, sources=sources, console=console)
     console.print(stats.summary())

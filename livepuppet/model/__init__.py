@@ -21,21 +21,27 @@ from .dense_motion import DenseMotion
 from .generator import FrameGenerator, SourceEncoder
 from .keypoint_detector import KeypointDetector
 from .kp_processing import normalize_keypoints
+from .rewrites import GRAPHS, PLAIN, XNNPACK, Rewrites
 
-__all__ = ["FOMM", "normalize_keypoints"]
+__all__ = ["FOMM", "normalize_keypoints", "Rewrites", "GRAPHS", "PLAIN", "XNNPACK"]
 
 
 class FOMM(tf.Module):
-    """The whole model; its parts share weights (the dense motion network sits in both generator halves)."""
+    """The whole model; its parts share weights (the dense motion network sits in both generator halves).
+
+    ``rewrites`` picks a back end's graph rewrites (:mod:`.rewrites`); the
+    default is the plain graph, the original's operations one for one.
+    """
 
     def __init__(self, cfg: ModelConfig, generator: Mapping[str, np.ndarray], kp_detector: Mapping[str, np.ndarray],
-                 fold_batchnorm: bool = True):
+                 fold_batchnorm: bool = True, rewrites: Rewrites = PLAIN):
         super().__init__(name="fomm")
         validate(cfg, generator, kp_detector)
         cfg.validate_frame_shape()
         self.cfg = cfg
-        gen = StateReader(generator, fold=fold_batchnorm)
-        self.kp_detector = KeypointDetector(cfg, StateReader(kp_detector, fold=fold_batchnorm))
+        self.rewrites = rewrites
+        gen = StateReader(generator, fold=fold_batchnorm, rewrites=rewrites)
+        self.kp_detector = KeypointDetector(cfg, StateReader(kp_detector, fold=fold_batchnorm, rewrites=rewrites))
         dense = DenseMotion(cfg, gen.child("dense_motion_network"))
         self.source_encoder = SourceEncoder(cfg, gen, dense)
         self.generator = FrameGenerator(cfg, gen, dense)

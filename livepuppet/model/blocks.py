@@ -15,22 +15,29 @@ import numpy as np
 import tensorflow as tf
 
 from .ops import upsample_nearest2x
+from .rewrites import PLAIN, Rewrites
 
 BN_EPS = 1e-5
 
 
 class StateReader:
-    """Hands out a state dict's tensors by prefix and remembers which were used."""
+    """Hands out a state dict's tensors by prefix and remembers which were used.
+
+    It also carries how the graph is built: ``fold`` (batch norms folded into
+    the convolutions before them) and ``rewrites`` (the back end's graph
+    rewrites, :mod:`.rewrites`), so every block built from it agrees.
+    """
 
     def __init__(self, state: Mapping[str, np.ndarray], prefix: str = "", used: set[str] | None = None,
-                 fold: bool = True):
+                 fold: bool = True, rewrites: Rewrites = PLAIN):
         self.state = state
         self.prefix = prefix
         self.used: set[str] = set() if used is None else used
-        self.fold = fold  # fold batch norms into the convolutions before them
+        self.fold = fold
+        self.rewrites = rewrites
 
     def child(self, name: str) -> "StateReader":
-        return StateReader(self.state, f"{self.prefix}{name}.", self.used, self.fold)
+        return StateReader(self.state, f"{self.prefix}{name}.", self.used, self.fold, self.rewrites)
 
     def __getitem__(self, name: str) -> np.ndarray:
         key = self.prefix + name
@@ -63,8 +70,8 @@ class Conv(tf.Module):
     sums of the 3x3 taps, and DEPTH_TO_SPACE interleaves them: 16 instead of
     36 multiply-adds per input pixel and channel pair, and no upsampled copy.
 
-    A convolution with very few output channels (the generator's ``final``,
-    3 channels, 7x7) runs as a 1xk convolution into k times as many channels,
+    ``split_taps=True``: a convolution with very few output channels (the
+    generator's ``final``, 3 channels, 7x7) runs as a 1xk convolution into k times as many channels,
     then a kx1 convolution that selects and sums them: the same work in a
     shape CPU kernels tile well (about 3x faster with XNNPACK).
 
@@ -82,7 +89,8 @@ class Conv(tf.Module):
     WINOGRAD_MIN_CHANNELS = 64  # below this, CONV_2D is as fast (measured on XNNPACK)
 
     def __init__(self, conv: StateReader, norm: StateReader | None = None, padding: int | None = None,
-                 name: str | None = None, upsample: bool = False, winograd: bool = False):
+                 name: str | None = None, upsample: bool = False, winograd: bool = False,
+                 split_taps: bool = False):
         super().__init__(name=name)
         w = conv["weight"]  # (out, in, kh, kw)
         b = conv["bias"]
@@ -118,7 +126,7 @@ class Conv(tf.Module):
                     self.phase_kernels.append(_variable(kyx, f"kernel_{py}{px}"))
                     self.phases.append((oy, ox, kyx.shape[0], kyx.shape[1]))
             self.halo = (self.padding + 1) // 2  # zero rows the low-resolution input needs
-        elif k > 1 and w.shape[0] < self.SPLIT_TAPS_BELOW and 2 * self.padding == k - 1:
+        elif split_taps and k > 1 and w.shape[0] < self.SPLIT_TAPS_BELOW and 2 * self.padding == k - 1:
             n = w.shape[0]
             # rows[0, dx, ci, dy*n + c] = kernel[dy, dx, ci, c]; select[dy, 0, dy*n + c, c] = 1
             self.rows = _variable(kernel.transpose(1, 2, 0, 3).reshape(1, k, -1, k * n), "rows")
@@ -260,16 +268,15 @@ class DownBlock2d(SameBlock2d):
 class UpBlock2d(tf.Module):
     """nearest x2 -> conv -> BN -> ReLU.
 
-    ``fused`` (the default) runs it as one upsampling convolution (see
-    :class:`Conv`): about 2x faster, the same result up to float32 rounding.
-    Unfused, it upsamples with RESIZE_NEAREST_NEIGHBOR, then convolves.
+    ``fused`` (the default where the graph's rewrites ask for it) runs it as one
+    upsampling convolution (see :class:`Conv`): about 2x faster on XNNPACK, the
+    same result up to float32 rounding. Unfused, it upsamples with
+    RESIZE_NEAREST_NEIGHBOR, then convolves.
     """
-
-    fused = True
 
     def __init__(self, state: StateReader, name: str | None = None, fused: bool | None = None):
         super().__init__(name=name)
-        self.fused = self.fused if fused is None else fused
+        self.fused = state.rewrites.fused_upsample if fused is None else fused
         self.conv = Conv(state.child("conv"), state.child("norm"), upsample=self.fused)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
@@ -282,8 +289,9 @@ class ResBlock2d(tf.Module):
     def __init__(self, state: StateReader, name: str | None = None):
         super().__init__(name=name)
         self.norm1 = Affine(state.child("norm1"))
-        self.conv1 = Conv(state.child("conv1"), state.child("norm2"), winograd=True)
-        self.conv2 = Conv(state.child("conv2"), winograd=True)
+        winograd = state.rewrites.winograd
+        self.conv1 = Conv(state.child("conv1"), state.child("norm2"), winograd=winograd)
+        self.conv2 = Conv(state.child("conv2"), winograd=winograd)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         out = self.conv1(tf.nn.relu(self.norm1(x)))

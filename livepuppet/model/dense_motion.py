@@ -22,8 +22,10 @@ class DenseMotion(tf.Module):
         self.cfg = cfg
         self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
         self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
-        self.mask = Conv(state.child("mask"))
-        self.occlusion = Conv(state.child("occlusion")) if cfg.generator.estimate_occlusion_map else None
+        split = state.rewrites.split_thin
+        self.mask = Conv(state.child("mask"), split_taps=split)
+        self.occlusion = (Conv(state.child("occlusion"), split_taps=split)
+                          if cfg.generator.estimate_occlusion_map else None)
 
     def sparse_motions(self, kp_driving: tuple[tf.Tensor, tf.Tensor], kp_source: tuple[tf.Tensor, tf.Tensor],
                        size: tuple[int, int]) -> tf.Tensor:

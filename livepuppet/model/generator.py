@@ -40,7 +40,7 @@ class FrameGenerator(tf.Module):
         self.dense_motion = dense_motion
         self.bottleneck = [ResBlock2d(state.child(f"bottleneck.r{i}")) for i in range(g.num_bottleneck_blocks)]
         self.up_blocks = [UpBlock2d(state.child(f"up_blocks.{i}")) for i in range(g.num_down_blocks)]
-        self.final = Conv(state.child("final"))
+        self.final = Conv(state.child("final"), split_taps=state.rewrites.split_thin)
 
     def __call__(self, kp_driving: tuple[tf.Tensor, tf.Tensor], kp_source: tuple[tf.Tensor, tf.Tensor],
                  features: tf.Tensor, source_small: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,33 @@
+"""Rewrites of the plain FOMM graph that one back end's kernels want, chosen at export for that back end.
+
+The plain graph is the original's order of operations, convolution by
+convolution. XNNPACK (LiteRT on a CPU) runs some shapes far better in another
+form that computes the same thing up to float32 rounding; oneDNN (OpenVINO),
+whose own Winograd and deconvolution kernels already do this work, is slowed by
+the same rewrites (vox-256 bf16 generator: 78 ms rewritten, 40 ms plain, on an
+AMX Xeon), so each back end gets the graph it runs best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """Which rewrites a graph gets. Each is exact up to float32 rounding; see :class:`~.blocks.Conv`."""
+
+    winograd: bool = False  # bottleneck 3x3 convolutions as Winograd F(2x2, 3x3) matrix products
+    fused_upsample: bool = False  # nearest x2 + conv as four 2x2 phase convolutions + DEPTH_TO_SPACE
+    split_thin: bool = False  # a kxk convolution into few channels as 1xk then kx1
+
+    @property
+    def name(self) -> str:
+        return next((k for k, v in GRAPHS.items() if v == self), "custom")
+
+
+PLAIN = Rewrites()
+XNNPACK = Rewrites(winograd=True, fused_upsample=True, split_thin=True)
+
+# graph name -> its rewrites; the manifest records each model's graph under this name
+GRAPHS: dict[str, Rewrites] = {"plain": PLAIN, "xnnpack": XNNPACK}

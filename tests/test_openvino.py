@@ -1,0 +1,207 @@
+"""Issue 11: the OpenVINO engine, the precision chosen for the CPU, and ``--engine auto``.
+
+The SMALL model folders come from test_convert's session cache; each now holds
+OpenVINO IR beside the .tflite files. CPU-dependent choices are tested on both
+sides with ``cpu.forced``, whatever this machine has.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livepuppet import cpu
+from livepuppet.cli import main
+from livepuppet.engines import auto, open_engine
+from livepuppet.engines.openvino import OpenVINOEngine, default_precision, devices
+from livepuppet.errors import LivepuppetError, ModelFolderError
+from livepuppet.export import openvino_graph
+from livepuppet.manifest import MODEL_NAMES
+from livepuppet.pipeline import Pipeline
+from tests.test_convert import MATRIX, SmallModels, shared_small_models
+
+FP32_TOLERANCE = 1e-4
+# bf16 on the SMALL test weights (whose heads are tuned to be sensitive), against PyTorch:
+# measured max 0.11..0.15, mean 6e-3..9e-3 (Zen 4, AVX512-BF16); bounds at about 3x.
+BF16_TOLERANCE = {"max": 0.4, "mean": 0.03}
+NO_BF16 = ("avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
+    return shared_small_models(tmp_path_factory)
+
+
+def _animate(engine, small: SmallModels) -> np.ndarray:
+    pipe = Pipeline(engine)
+    pipe.set_source(small.source[0])
+    return pipe.animate(small.driving)
+
+
+@pytest.mark.parametrize("key", ["legacy-fp32-b1", "zip-fp32-dynamic", "zip-int8-b2"])
+def test_openvino_fp32_matches_pytorch(small: SmallModels, key: str) -> None:
+    """OpenVINO's IR is always float32 (whatever --precision made the .tflite files) and exact with --exact."""
+    engine = open_engine(small.model(key), "openvino", exact=True)
+    assert isinstance(engine, OpenVINOEngine) and engine.precision == "fp32" and engine.kp_precision == "fp32"
+    err = np.abs(_animate(engine, small) - small.reference())
+    print(f"\n{key} openvino fp32: max abs err {err.max():.2e} mean {err.mean():.2e}")
+    assert err.max() <= FP32_TOLERANCE
+
+
+def test_openvino_bf16_error_is_bounded(small: SmallModels) -> None:
+    engine = open_engine(small.model("zip-fp32-dynamic"), "openvino", precision="bf16", kp_precision="bf16")
+    err = np.abs(_animate(engine, small) - small.reference())
+    print(f"\nopenvino bf16 (keypoints bf16) vs PyTorch: max {err.max():.3f} mean {err.mean():.4f}")
+    assert err.max() <= BF16_TOLERANCE["max"] and err.mean() <= BF16_TOLERANCE["mean"]
+    assert err.max() > 1e-4  # it really ran at bf16
+
+
+def test_manifest_lists_the_openvino_models(small: SmallModels) -> None:
+    folder = small.model("legacy-fp32-b1")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["graphs"] == {"tflite": "xnnpack", "openvino": openvino_graph(cpu.current())}
+    for name in MODEL_NAMES:
+        xml = folder / manifest["models"][name]["openvino"]
+        assert xml.is_file() and xml.with_suffix(".bin").is_file()
+
+
+# --------------------------------------------------------------------------- CPU-dependent choices
+
+
+@pytest.mark.parametrize("flags,arch,expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, "x86_64", "bf16"),
+    ({"avx2", "amx_tile", "amx_bf16"}, "x86_64", "bf16"),
+    ({"avx2", "fma"}, "x86_64", "fp32"),
+    ({"asimd", "fphp"}, "aarch64", "fp16"),
+])
+def test_precision_fits_the_cpu(flags: set[str], arch: str, expected: str) -> None:
+    other = cpu.CPU("test CPU", arch, frozenset(flags))
+    assert default_precision(other) == expected
+    with cpu.forced(other):
+        assert cpu.current() is other
+        assert default_precision() == expected
+    assert cpu.current() is not other
+
+
+def test_openvino_graph_follows_the_matrix_unit() -> None:
+    assert openvino_graph(cpu.CPU("xeon", "x86_64", frozenset({"amx_tile", "amx_bf16"}))) == "plain"
+    assert openvino_graph(cpu.CPU("zen4", "x86_64", frozenset({"avx512_bf16"}))) == "xnnpack"
+    assert openvino_graph(cpu.CPU("old", "x86_64", frozenset({"avx2"}))) == "xnnpack"
+
+
+def test_amx_export_builds_the_plain_graph_and_stays_exact(small: SmallModels, tmp_path: Path) -> None:
+    """The other side of the export choice: on an AMX CPU OpenVINO gets the plain graph."""
+    from livepuppet.commands import convert_checkpoint
+
+    with cpu.forced(cpu.with_flags("amx_tile", "amx_bf16")):
+        folder = convert_checkpoint(small.checkpoint("zip"), tmp_path / "amx", size=(64, 64))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["graphs"]["openvino"] == "plain"
+    xml = (folder / manifest["models"]["generator"]["openvino"]).read_text()
+    assert "DepthToSpace" not in xml  # no fused upsampling, no Winograd tiles
+    err = np.abs(_animate(open_engine(folder, "openvino", exact=True), small) - small.reference())
+    print(f"\nplain-graph openvino fp32: max abs err {err.max():.2e}")
+    assert err.max() <= FP32_TOLERANCE
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_candidates_follow_the_cpu(small: SmallModels, bf16: bool) -> None:
+    from livepuppet.manifest import read_manifest
+
+    manifest = read_manifest(small.model("legacy-fp32-b1"))
+    machine = cpu.with_flags("avx512_bf16") if bf16 else cpu.without(*NO_BF16)
+    labels = [c.label for c in auto.candidates(manifest, machine)]
+    assert labels[0] == "tflite fp32"  # the reference, always first
+    assert "openvino fp32" in labels
+    assert ("openvino bf16" in labels) == bf16
+    assert [c.label for c in auto.candidates(manifest, machine, exact=True)] == ["tflite fp32", "openvino fp32"]
+    int8 = read_manifest(small.model("zip-int8-b2"))
+    assert [c.label for c in auto.candidates(int8, machine, exact=True)] == ["openvino fp32"]
+
+
+# --------------------------------------------------------------------------- --engine auto
+
+
+def test_auto_measures_once_then_uses_the_cache(small: SmallModels, tmp_path: Path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(small.model("legacy-fp32-b1"), folder)
+    (folder / auto.CACHE).unlink(missing_ok=True)
+    calls = []
+    real = auto.measure
+    monkeypatch.setattr(auto, "measure", lambda engine, *a: calls.append(engine.label) or real(engine, *a))
+    first = open_engine(folder, "auto")
+    said = capsys.readouterr().err
+    assert "engine: " in said and "generator" in said
+    assert len(calls) == len(auto.candidates(first.manifest, cpu.current()))
+    cache = json.loads((folder / auto.CACHE).read_text())
+    (entry,) = cache.values()
+    assert entry["mean"] <= auto.BUDGET["mean"] and entry["max"] <= auto.BUDGET["max"]
+    chosen = [r for r in entry["all"] if r["candidate"] == entry["candidate"]][0]
+    fastest_ok = min(r["frame_ms"] for r in entry["all"]
+                     if r["mean"] <= auto.BUDGET["mean"] and r["max"] <= auto.BUDGET["max"])
+    assert chosen["frame_ms"] == fastest_ok
+
+    calls.clear()
+    second = open_engine(folder, "auto")
+    assert calls == [] and second.label == first.label
+    assert "measured before" in capsys.readouterr().err
+    with cpu.forced(cpu.without(*NO_BF16)):  # another machine: measured again
+        open_engine(folder, "auto")
+    assert calls
+
+
+def test_auto_exact_picks_a_float32_engine(small: SmallModels) -> None:
+    engine = open_engine(small.model("zip-int8-b2"), "auto", exact=True)
+    assert engine.label.startswith("openvino fp32")
+    err = np.abs(_animate(engine, small) - small.reference())
+    assert err.max() <= FP32_TOLERANCE
+
+
+def test_folder_without_openvino_models(small: SmallModels, tmp_path: Path, capsys) -> None:
+    """A folder converted before this change: one line for --engine openvino; auto keeps to LiteRT."""
+    folder = tmp_path / "old"
+    shutil.copytree(small.model("legacy-fp32-b1"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["models"].values():
+        entry.pop("openvino")
+    manifest.pop("graphs")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(folder / "openvino")
+    (folder / auto.CACHE).unlink(missing_ok=True)
+    with pytest.raises(ModelFolderError, match="has no OpenVINO models.*livepuppet convert CHECKPOINT --out"):
+        open_engine(folder, "openvino")
+    assert open_engine(folder, "auto").label == "tflite fp32"
+    code = main(["bench", "--model", str(folder), "--engine", "openvino", "--repeats", "1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err[-1].startswith("livepuppet: error:") and "Traceback" not in "\n".join(err)
+
+
+def test_gpu_device_without_a_gpu_is_one_line(small: SmallModels) -> None:
+    if any(d.startswith("GPU") for d in devices()):
+        pytest.skip("OpenVINO sees a GPU here; test_openvino_gpu covers it")
+    with pytest.raises(LivepuppetError, match="sees no GPU"):
+        open_engine(small.model("legacy-fp32-b1"), "openvino", device="gpu")
+
+
+@pytest.mark.gpu
+def test_openvino_gpu(small: SmallModels) -> None:
+    """Needs an Intel GPU that OpenVINO drives (none on CI or this machine)."""
+    if not any(d.startswith("GPU") for d in devices()):
+        pytest.skip("OpenVINO sees no GPU here")
+    engine = open_engine(small.model("legacy-fp32-b1"), "openvino", device="gpu", exact=True)
+    err = np.abs(_animate(engine, small) - small.reference())
+    print(f"\nopenvino GPU fp32: max abs err {err.max():.2e}")
+    assert err.max() <= 1e-3
+
+
+def test_bench_shows_every_engine(small: SmallModels, capsys) -> None:
+    code = main(["bench", "--model", str(small.model("legacy-fp32-b1")), "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "every engine here" in out and "openvino fp32" in out and "tflite fp32" in out
+    assert "peak fp32" in out
+    assert ("openvino bf16" in out) == cpu.current().bf16
