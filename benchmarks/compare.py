@@ -63,6 +63,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from livepuppet import bench  # noqa: E402
+from livepuppet import bench_engines  # noqa: E402
+from livepuppet import cpu  # noqa: E402
 from livepuppet import config as cfgmod  # noqa: E402
 from livepuppet.engines import open_engine  # noqa: E402
 from livepuppet.pipeline import Pipeline  # noqa: E402
@@ -109,7 +111,13 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
         "tflite int8": open_engine(folders["int8"], "tflite", threads),
         "savedmodel fp32": open_engine(folders["fp32"], "savedmodel"),
         "tflite fp32, 1 thread": open_engine(folders["fp32"], "tflite", 1),
+        "openvino fp32": open_engine(folders["fp32"], "openvino", threads, exact=True),
     }
+    if cpu.current().bf16:
+        engines["openvino bf16 (keypoints fp32)"] = open_engine(folders["fp32"], "openvino", threads,
+                                                                precision="bf16", kp_precision="fp32")
+        engines["openvino bf16"] = open_engine(folders["fp32"], "openvino", threads, precision="bf16",
+                                               kp_precision="bf16")
     source = random_frames(1, h, w, seed=5)[0]
     driving = random_video(args.frames + 1, h, w, seed=6)
 
@@ -126,6 +134,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
             norm = normalize_kp(kp_src, kp_drv, kp_init, True, True, True)
             preds.append(generator(src_t, kp_driving=norm, kp_source=kp_src)["prediction"])
         outputs["pytorch"] = torch.cat(preds).permute(0, 2, 3, 1).numpy()
+    fast_torch = pytorch_fastest(torch_models)
+    outputs["pytorch bf16 channels-last"] = fast_torch["animate"](source, driving)
     for name, engine in engines.items():
         p = Pipeline(engine)
         p.set_source(source)
@@ -166,6 +176,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     calls["pytorch|process"] = torch_call(lambda: normalize_kp(kp_src, kp_drv_t, kp_init, True, True, True))
     calls["pytorch|generate"] = torch_call(lambda: generator(src_t, kp_driving=norm_t, kp_source=kp_src))
     calls["pytorch|frame"] = torch_call(torch_frame)
+    calls["pytorch bf16 channels-last|frame"] = lambda: fast_torch["frame"](frame)
     load_before = os.getloadavg()
     times = interleaved(calls, args.repeats)
     load_after = os.getloadavg()
@@ -174,7 +185,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     gflop = cfgmod.conv_gflop(cfg)
     rows = {}
     torch_frame_ms = med(times["pytorch|frame"])
-    for name in ["pytorch", *engines, "tflite fp32, no source cache"]:
+    for name in ["pytorch", "pytorch bf16 channels-last", *engines, "tflite fp32, no source cache"]:
         t = {stage: med(times[f"{name}|{stage}"]) for stage in ("kp", "process", "generate", "source", "frame")
              if f"{name}|{stage}" in times}
         row: dict[str, Any] = {"ms": t, "frame_ms": t["frame"], "fps": 1e3 / t["frame"],
@@ -184,6 +195,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
             row["error_vs_tflite_fp32_levels"] = (levels(out, outputs["tflite fp32"])
                                                   if name not in ("tflite fp32", "pytorch") else None)
             row["error_vs_pytorch_levels"] = levels(out, outputs["pytorch"]) if name != "pytorch" else None
+            if name == "pytorch bf16 channels-last":
+                row["error_vs_tflite_fp32_levels"] = levels(out, outputs["tflite fp32"])
         rows[name] = row
     return {"rows": rows, "gflop": gflop, "load_before": load_before,
             "load_after": load_after, "frames_compared": args.frames,
@@ -191,7 +204,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
             "times_ms": times, "tflite_ops": engines["tflite fp32"].manifest.data["models"]}
 
 
-def print_comparison(result: dict[str, Any], peak: dict) -> None:
+def print_comparison(result: dict[str, Any], peak: dict, bf16_peak: dict | None = None) -> None:
     table = Table(title="vox-256, one frame at a time: median ms (livepuppet caches the source work)")
     for col in ("variant", "kp", "process", "generate", "source", "frame", "fps",
                 "vs torch", "x floor", "err/fp32", "err/torch"):
@@ -218,8 +231,44 @@ def print_comparison(result: dict[str, Any], peak: dict) -> None:
     console.print(f"floor: {g['per_frame']:.1f} GFLOP a frame / {peak['gflops']:.1f} GFLOP/s peak "
                   f"({peak['shape']}, {peak['threads']} threads) = {result['floor_ms']:.0f} ms; errors are mean "
                   f"/ max absolute differences per pixel, in 8-bit levels, over {result['frames_compared']} frames")
+    if bf16_peak:
+        console.print(f"bf16 rows' floor: {g['per_frame']:.1f} GFLOP / {bf16_peak['gflops']:.1f} GFLOP/s bf16 peak "
+                      f"(OpenVINO, {bf16_peak['shape']}) = {result['floor_ms_bf16']:.0f} ms")
     console.print(f"load average before timing {' '.join(f'{v:.2f}' for v in result['load_before'])}, "
                   f"after {' '.join(f'{v:.2f}' for v in result['load_after'])}")
+
+
+def pytorch_fastest(torch_models) -> dict[str, Callable]:
+    """The reference at its fastest CPU setting: bfloat16 autocast and channels-last memory.
+
+    Copies of the models, so the float32 rows keep theirs. ``frame(frame)`` is one
+    frame as the original demo does it; ``animate(source, driving)`` the error run.
+    """
+    import copy
+
+    generator, kp_detector = (copy.deepcopy(m).to(memory_format=torch.channels_last).eval() for m in torch_models)
+
+    def nchw(x):
+        return to_torch_nchw(x).contiguous(memory_format=torch.channels_last)
+
+    def animate(source, driving):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            src = nchw(source[None])
+            kp_src, kp_init = kp_detector(src), kp_detector(nchw(driving[:1]))
+            state["src"], state["kp_src"], state["kp_init"] = src, kp_src, kp_init
+            preds = []
+            for f in driving[1:]:
+                norm = normalize_kp(kp_src, kp_detector(nchw(f[None])), kp_init, True, True, True)
+                preds.append(generator(src, kp_driving=norm, kp_source=kp_src)["prediction"].float())
+        return torch.cat(preds).permute(0, 2, 3, 1).numpy()
+
+    def frame(f):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            norm = normalize_kp(state["kp_src"], kp_detector(nchw(f)), state["kp_init"], True, True, True)
+            return generator(state["src"], kp_driving=norm, kp_source=state["kp_src"])["prediction"]
+
+    state: dict[str, Any] = {}
+    return {"animate": animate, "frame": frame}
 
 
 # --------------------------------------------------------------------------- ablations
@@ -254,7 +303,7 @@ def _upsample_variant(kind: str):
             return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
         raise ValueError(kind)
 
-    return [(blocks.UpBlock2d, "fused", False), (blocks, "upsample_nearest2x", up)]
+    return [(blocks, "upsample_nearest2x", up)]  # with fused_upsample=False (see ablations)
 
 
 def _no_warp():
@@ -276,16 +325,13 @@ def _no_nan_guard():
     return [(ops, "_finite_or", lambda x, value: x)]
 
 
-def _no_tap_split():
-    from livepuppet.model import blocks
+def _rewrites(**undone: bool):
+    """The XNNPACK graph with the named rewrites undone (model/rewrites.py), as a Rewrites."""
+    import dataclasses
 
-    return [(blocks.Conv, "SPLIT_TAPS_BELOW", 0)]
+    from livepuppet.model import XNNPACK
 
-
-def _no_winograd():
-    from livepuppet.model import blocks
-
-    return [(blocks.Conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)]
+    return dataclasses.replace(XNNPACK, **{k: False for k in undone})
 
 
 def undelegated_ops(model: bytes) -> dict[str, int]:
@@ -315,25 +361,27 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
 
     state = load_checkpoint(ckpt)
     cfg = cfgmod.infer(state.generator, state.kp_detector).with_frame_shape(*kp_image.shape[1:3])
+    unfused = {"fused_upsample": True}
+    # name -> (patches, rewrites, fold batch norm)
     variants = {
-        "shipped": [],
-        "bottleneck: CONV_2D, no Winograd (previous)": _no_winograd(),
-        "upsample: RESIZE_NEAREST_NEIGHBOR + conv (previous)": _upsample_variant("resize"),
-        "upsample: concat x4 + DEPTH_TO_SPACE + conv": _upsample_variant("depth_to_space"),
-        "upsample: reshape + BROADCAST_TO + conv": _upsample_variant("broadcast"),
-        "upsample: tf.repeat + conv": _upsample_variant("repeat"),
-        "final: one 7x7 conv, 3 outputs (previous)": _no_tap_split(),
-        "previous model (all three undone)": _no_winograd() + _upsample_variant("resize") + _no_tap_split(),
-        "batch norm not folded": "nofold",
-        "no warps (grid_sample -> identity)": _no_warp(),
-        "grid_sample without its NaN guard (previous)": _no_nan_guard(),
+        "shipped": ([], _rewrites(), True),
+        "bottleneck: CONV_2D, no Winograd (previous)": ([], _rewrites(winograd=True), True),
+        "upsample: RESIZE_NEAREST_NEIGHBOR + conv (previous)": (_upsample_variant("resize"), _rewrites(**unfused), True),
+        "upsample: concat x4 + DEPTH_TO_SPACE + conv": (_upsample_variant("depth_to_space"), _rewrites(**unfused), True),
+        "upsample: reshape + BROADCAST_TO + conv": (_upsample_variant("broadcast"), _rewrites(**unfused), True),
+        "upsample: tf.repeat + conv": (_upsample_variant("repeat"), _rewrites(**unfused), True),
+        "final: one 7x7 conv, 3 outputs (previous)": ([], _rewrites(split_thin=True), True),
+        "previous model (all three undone: the plain graph)": (
+            _upsample_variant("resize"), _rewrites(winograd=True, fused_upsample=True, split_thin=True), True),
+        "batch norm not folded": ([], _rewrites(), False),
+        "no warps (grid_sample -> identity)": (_no_warp(), _rewrites(), True),
+        "grid_sample without its NaN guard (previous)": (_no_nan_guard(), _rewrites(), True),
     }
     interps, ops, tf_fns = {}, {}, {}
-    for name, patches in variants.items():
+    for name, (patches, rewrites, fold) in variants.items():
         log.print(f"ablation: building the generator, {name}")
-        fold = patches != "nofold"
-        with patched(*(patches if isinstance(patches, list) else [])):
-            fomm = FOMM(cfg, state.generator, state.kp_detector, fold_batchnorm=fold)
+        with patched(*patches):
+            fomm = FOMM(cfg, state.generator, state.kp_detector, fold_batchnorm=fold, rewrites=rewrites)
             specs = {s.name: s for s in model_specs(fomm, 1)}
             # (the keypoint detector is as it was: see keypoint_detector.py)
             module = _export_module(specs["generator"])
@@ -418,7 +466,7 @@ def main(argv=None) -> int:
         report = json.loads(args.render.read_text())
         print_header(report["machine"], report.get("torch", "?"), report.get("torch_threads", "?"), report["date"])
         if "comparison" in report:
-            print_comparison(report["comparison"], report["peak"])
+            print_comparison(report["comparison"], report["peak"], report.get("peak_bf16"))
         if "ablations" in report:
             print_ablations(report["ablations"])
         return 0
@@ -474,10 +522,14 @@ def comparison(args, ckpt: Path, torch_models) -> dict[str, Any]:
     log.print(f"peak convolution speed: {peak['gflops']:.1f} GFLOP/s before, {peak_after['gflops']:.1f} after")
     peak = max(peak, peak_after, key=lambda p: p["gflops"])  # the best the machine did during this run
     result["floor_ms"] = result["gflop"]["per_frame"] / peak["gflops"] * 1e3
-    for row in result["rows"].values():
-        row["floor_ratio"] = row["frame_ms"] / result["floor_ms"]
-    print_comparison(result, peak)
-    return {"peak": peak, "comparison": result}
+    bf16_peak = bench_engines.measure_peak_openvino("bf16", args.threads, repeats=10) if cpu.current().bf16 else None
+    if bf16_peak:
+        result["floor_ms_bf16"] = result["gflop"]["per_frame"] / bf16_peak["gflops"] * 1e3
+    for name, row in result["rows"].items():
+        bf16 = "bf16" in name and bf16_peak
+        row["floor_ratio"] = row["frame_ms"] / result["floor_ms_bf16" if bf16 else "floor_ms"]
+    print_comparison(result, peak, bf16_peak)
+    return {"peak": peak, "peak_bf16": bf16_peak, "comparison": result}
 
 
 def run_ablations(args, ckpt: Path, fp32_folder: Path) -> dict[str, Any]:

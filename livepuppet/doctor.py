@@ -336,7 +336,23 @@ def _gpu(report: Report, tf_installed: bool, tf_info: dict | None) -> None:
         report.add("GPU (TensorFlow)", ", ".join(map(str, tf_info["gpus"])) + " (used by --engine savedmodel)")
     else:
         built = "" if tf_info.get("cuda") else "; this TensorFlow is built without CUDA"
-        report.add("GPU (TensorFlow)", f"none{built}; --engine tflite (the default) runs on the CPU", WARN)
+        report.add("GPU (TensorFlow)", f"none{built}; the tflite and openvino engines run on the CPU", WARN)
+
+
+def _openvino(report: Report) -> None:
+    """OpenVINO's version and devices, and the precision this CPU gets (``--engine openvino`` / ``auto``)."""
+    from . import cpu as cpumod
+    from .engines.openvino import default_precision, devices
+
+    version = _dist_version("openvino")
+    if version is None or not _has_module("openvino"):
+        report.add("OpenVINO", "not installed (--engine auto uses LiteRT alone: pip install openvino)", WARN)
+        return
+    found = devices()
+    unit = cpumod.current().matrix_unit
+    report.add("OpenVINO", f"{version}; devices {', '.join(found) or 'none'}; CPU precision "
+                           f"{default_precision()}{f' ({unit})' if unit else ''}"
+                           + ("; --device gpu available" if any(d.startswith("GPU") for d in found) else ""))
 
 
 def _models(report: Report) -> None:
@@ -426,6 +442,7 @@ def collect() -> Report:
         _guard(report, "virtual camera", lambda: _virtual_camera(report))
         _guard(report, "GPU (TensorFlow)",
                lambda: _gpu(report, tf_installed, tf_info if isinstance(tf_info, dict) else None))
+        _guard(report, "OpenVINO", lambda: _openvino(report))
         report.section()
         _guard(report, "models", lambda: _models(report))
     finally:

@@ -300,8 +300,9 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     assert _cli("doctor") == 0
     out = capsys.readouterr().out
     for row in ("livepuppet", "Python", "TensorFlow", "LiteRT", "OpenCV", "numpy", "cameras",
-                "virtual camera", "GPU (TensorFlow)", "default model", "models", "checkpoints"):
+                "virtual camera", "GPU (TensorFlow)", "OpenVINO", "default model", "models", "checkpoints"):
         assert f"│ {row} " in out, row
+    assert "devices CPU" in out.split("│ OpenVINO ")[1].splitlines()[0]
     assert "Traceback" not in out
     assert f"{MODEL_FOLDER} (default): fp16, 64x64, batch 1, 5 keypoints" in out
     assert "broken: unusable" in out
