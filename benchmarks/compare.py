@@ -65,8 +65,11 @@ from rich.table import Table  # noqa: E402
 from livepuppet import bench  # noqa: E402
 from livepuppet import bench_engines  # noqa: E402
 from livepuppet import cpu  # noqa: E402
+from livepuppet import probe  # noqa: E402
 from livepuppet import config as cfgmod  # noqa: E402
 from livepuppet.engines import open_engine  # noqa: E402
+from livepuppet.engines.openvino import default_precision  # noqa: E402
+from livepuppet.manifest import read_manifest  # noqa: E402
 from livepuppet.pipeline import Pipeline  # noqa: E402
 from tests.reference.factory import (  # noqa: E402
     VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw,
@@ -103,7 +106,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     for precision in ("fp32", "fp16", "int8"):
         folders[precision] = workdir / f"vox-{precision}"
         if not (folders[precision] / "manifest.json").is_file():
-            convert_checkpoint(ckpt, folders[precision], precision=precision)
+            convert_checkpoint(ckpt, folders[precision], precision=precision, fast=precision == "fp32")
     threads = args.threads
     engines = {
         "tflite fp32": open_engine(folders["fp32"], "tflite", threads),
@@ -118,8 +121,12 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
                                                                 precision="bf16", kp_precision="fp32")
         engines["openvino bf16"] = open_engine(folders["fp32"], "openvino", threads, precision="bf16",
                                                kp_precision="bf16")
-    source = random_frames(1, h, w, seed=5)[0]
-    driving = random_video(args.frames + 1, h, w, seed=6)
+    if read_manifest(folders["fp32"]).model("generator").get("openvino_int8"):
+        engines["openvino int8 (--fast)"] = open_engine(folders["fp32"], "openvino", threads, precision="int8",
+                                                        kp_precision=default_precision())
+    # a real face (the bundled portrait) moving: reduced precisions are judged on what they will animate
+    source = probe.portrait((h, w))
+    driving = probe.head_motion((h, w), args.frames + 1, seed=6)
 
     # ---- outputs: every variant on the same frames
     generator, kp_detector = torch_models
@@ -251,20 +258,23 @@ def pytorch_fastest(torch_models) -> dict[str, Callable]:
     def nchw(x):
         return to_torch_nchw(x).contiguous(memory_format=torch.channels_last)
 
+    def kp(x):  # keypoints in float32: normalize_kp's convex hull runs in numpy
+        return {k: v.float() for k, v in kp_detector(x).items()}
+
     def animate(source, driving):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             src = nchw(source[None])
-            kp_src, kp_init = kp_detector(src), kp_detector(nchw(driving[:1]))
+            kp_src, kp_init = kp(src), kp(nchw(driving[:1]))
             state["src"], state["kp_src"], state["kp_init"] = src, kp_src, kp_init
             preds = []
             for f in driving[1:]:
-                norm = normalize_kp(kp_src, kp_detector(nchw(f[None])), kp_init, True, True, True)
+                norm = normalize_kp(kp_src, kp(nchw(f[None])), kp_init, True, True, True)
                 preds.append(generator(src, kp_driving=norm, kp_source=kp_src)["prediction"].float())
         return torch.cat(preds).permute(0, 2, 3, 1).numpy()
 
     def frame(f):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            norm = normalize_kp(state["kp_src"], kp_detector(nchw(f)), state["kp_init"], True, True, True)
+            norm = normalize_kp(state["kp_src"], kp(nchw(f)), state["kp_init"], True, True, True)
             return generator(state["src"], kp_driving=norm, kp_source=state["kp_src"])["prediction"]
 
     state: dict[str, Any] = {}
@@ -526,7 +536,7 @@ def comparison(args, ckpt: Path, torch_models) -> dict[str, Any]:
     if bf16_peak:
         result["floor_ms_bf16"] = result["gflop"]["per_frame"] / bf16_peak["gflops"] * 1e3
     for name, row in result["rows"].items():
-        bf16 = "bf16" in name and bf16_peak
+        bf16 = ("bf16" in name or "int8 (--fast)" in name) and bf16_peak
         row["floor_ratio"] = row["frame_ms"] / result["floor_ms_bf16" if bf16 else "floor_ms"]
     print_comparison(result, peak, bf16_peak)
     return {"peak": peak, "peak_bf16": bf16_peak, "comparison": result}

@@ -412,8 +412,10 @@ def render(result: dict[str, Any], console: Console) -> None:
              f"{result['stages_per_frame_ms']:.1f} ms)"]
     if "peak" in result:
         p = result["peak"]
-        lines.append(f"peak convolution speed here: {p['gflops']:.1f} GFLOP/s (LiteRT/XNNPACK, {p['shape']}, "
-                     f"{p['threads']} threads, best of its runs)")
+        where = ("LiteRT/XNNPACK fp32" if p.get("engine", "tflite") == "tflite"
+                 else f"OpenVINO {p.get('precision', '')}".strip())
+        lines.append(f"peak convolution speed here: {p['gflops']:.1f} GFLOP/s ({where}, {p['shape']}, "
+                     f"{p['threads'] or 'all'} threads, best of its runs)")
         lines.append(f"floor: {result['gflop_per_frame']:.1f} GFLOP / {p['gflops']:.1f} GFLOP/s = "
                      f"{result['floor_ms']:.0f} ms a frame; this run is "
                      f"[bold]{result['floor_ratio']:.2f}x[/] the floor "
@@ -464,7 +466,8 @@ def run(args: argparse.Namespace) -> int:
             best = next(r for r in rows if r.get("auto"))
             engine_obj = open_engine(folder, best["candidate"].engine, threads, precision=best["candidate"].precision,
                                      kp_precision=best["candidate"].kp_precision)
-            result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj)
+            result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj,
+                             peak=best.get("peak") or True)
             result["engines"] = [{**{k: v for k, v in r.items() if k not in ("candidate", "result")},
                                   "engine": r["candidate"].label, "per_frame_ms": r["result"]["per_frame_ms"],
                                   "stages_ms": {k: v["ms"] for k, v in r["result"]["stages"].items()}}

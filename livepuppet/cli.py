@@ -54,6 +54,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                         "(default); tflite: LiteRT; openvino: OpenVINO, bf16 where the CPU has it; "
                         "savedmodel: TensorFlow, on a GPU if it sees one")
     p.add_argument("--exact", action="store_true", help="float32 everywhere, on any engine (the last level)")
+    p.add_argument("--fast", action="store_true",
+                   help="the int8 generator of `convert --fast` on OpenVINO: faster, coarser (bench prints its error)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="where OpenVINO runs: cpu (default), gpu (an Intel GPU), auto (OpenVINO decides)")
     p.add_argument("--threads", type=_positive, help="CPU threads (default: all cores)")
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 2 levels per pixel off (the keypoint detector stays fp32)")
     p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
+    p.add_argument("--fast", action="store_true",
+                   help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
 
     p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
     p.add_argument("--source", action="append", required=True, type=Path,

@@ -30,7 +30,8 @@ def model_name(checkpoint: Path) -> str:
 
 def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
                        precision: str = "fp32", batch: int | None = 1,
-                       size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False) -> Path:
+                       size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False,
+                       fast: bool = False) -> Path:
     """Read, check and convert a checkpoint; returns the model folder.
 
     ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
@@ -68,13 +69,14 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     check_destination(out)
     console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
                   f"{precision}, batch {batch if batch else 'dynamic'}")
-    build(ckpt, cfg, out, precision=precision, batch=batch, console=console)
+    build(ckpt, cfg, out, precision=precision, batch=batch, console=console, fast=fast)
     console.print(f"total {time.perf_counter() - start:.1f} s")
     return out
 
 
 def convert(args: argparse.Namespace) -> int:
-    convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size)
+    convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
+                       fast=getattr(args, "fast", False))
     return 0
 
 

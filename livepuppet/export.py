@@ -184,7 +184,7 @@ def _max_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str = "fp32",
           batch: int | None = 1, console: Console | None = None,
-          on_model_built: Callable[[str], None] | None = None) -> dict:
+          on_model_built: Callable[[str], None] | None = None, fast: bool = False) -> dict:
     """Convert a checkpoint into the model folder ``out``; returns the manifest written.
 
     ``on_model_built`` is called after each model is written (progress hooks, tests).
@@ -217,6 +217,8 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
             "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {})},
             "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if fast:
+            manifest["fast"] = _build_fast(tmp, manifest, openvino, console)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _replace(tmp, out)
     except BaseException:
@@ -319,6 +321,21 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
     import openvino as ov
 
     return {"graph": graph, "errors": errors, "version": ov.__version__}
+
+
+def _build_fast(tmp: Path, manifest: dict, openvino: dict | None, console: Console) -> dict:
+    """``--fast``: the int8 generator (:mod:`.quantize`), its error against float32 said and recorded."""
+    if not openvino:
+        raise LivepuppetError("--fast needs OpenVINO and NNCF: pip install openvino nncf")
+    try:
+        from .quantize import build_fast
+    except ImportError:
+        raise LivepuppetError("--fast needs NNCF: pip install nncf") from None
+    with console.status("quantising the generator to int8 (NNCF, 40 calibration frames)..."):
+        fast = build_fast(tmp, manifest, openvino["graph"])
+    console.print(f"int8 generator: {fast['mean_levels']:.2f} mean / {fast['max_levels']:.1f} max levels from "
+                  f"float32 on the bundled face ({fast['kept_in_float']} ops kept at {fast['float_precision']})")
+    return fast
 
 
 def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str,

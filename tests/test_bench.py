@@ -64,7 +64,8 @@ def _check_result(result: dict, engine: str, batch: int) -> None:
 
 def test_bench_cli_writes_every_stage(small_model, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", str(small_model), "--repeats", "2", "--json", str(out)]) == 0
+    assert main(["bench", "--model", str(small_model), "--engine", "tflite", "--repeats", "2", "--json",
+                 str(out)]) == 0
     result = json.loads(out.read_text())
     _check_result(result, "tflite", 1)
     assert result["model"]["frame_size"] == f"{SIZE}x{SIZE}" and not result["model"]["random_weights"]
@@ -72,6 +73,19 @@ def test_bench_cli_writes_every_stage(small_model, tmp_path, capsys):
     for label, _ in bench.STAGES.values():
         assert label in printed
     assert "frames per second" in printed and "floor" in printed
+
+
+def test_bench_default_times_every_engine(small_model, tmp_path):
+    """--engine auto (the default): a row per engine and precision, the chosen one timed in full."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(small_model), "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {row["engine"]: row for row in result["engines"]}
+    assert {"tflite fp32", "openvino fp32"} <= set(rows)
+    assert rows["tflite fp32"]["mean"] == 0 and rows["tflite fp32"]["floor_ms"] > 0
+    (chosen,) = [name for name, row in rows.items() if row.get("auto")]
+    assert rows[chosen]["within_budget"]
+    assert result["engine"].split()[0] == chosen.split()[0]
 
 
 def test_bench_batch_and_threads(small_model, tmp_path):

@@ -53,9 +53,19 @@ def open_engine(folder: str | Path, kind: str = "tflite", threads: int | None = 
 
 
 def open_from_args(folder: str | Path, args) -> Engine:
-    """``open_engine`` with a command's ``--engine``, ``--threads``, ``--device`` and ``--exact``."""
-    return open_engine(folder, getattr(args, "engine", None) or "auto", getattr(args, "threads", None),
-                       device=getattr(args, "device", None) or "cpu", exact=bool(getattr(args, "exact", False)))
+    """``open_engine`` with a command's ``--engine``, ``--threads``, ``--device``, ``--exact`` and ``--fast``."""
+    kind = getattr(args, "engine", None) or "auto"
+    device = getattr(args, "device", None) or "cpu"
+    if getattr(args, "fast", False):
+        if kind not in ("auto", "openvino") or getattr(args, "exact", False):
+            raise LivepuppetError("--fast runs the int8 OpenVINO generator: use it with --engine auto or openvino, "
+                                  "without --exact")
+        from .openvino import default_precision
+
+        return open_engine(folder, "openvino", getattr(args, "threads", None), precision="int8",
+                           kp_precision=default_precision(), device=device)
+    return open_engine(folder, kind, getattr(args, "threads", None), device=device,
+                       exact=bool(getattr(args, "exact", False)))
 
 
 __all__ = ["Engine", "Keypoints", "SourceData", "open_engine", "open_from_args", "ENGINES"]

@@ -68,6 +68,8 @@ def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list
         fast = {"f32": "fp32", "f16": "fp16"}.get(fast, fast)
         if not exact and fast != "fp32":
             out += [Candidate("openvino", fast, "fp32"), Candidate("openvino", fast, fast)]
+        if not exact and manifest.model("generator").get("openvino_int8"):
+            out.append(Candidate("openvino", "int8", fast))
     out.sort(key=lambda c: (c.precision != "fp32" or c.kp_precision != "fp32", c.engine != "tflite"))
     return out
 

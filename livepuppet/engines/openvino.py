@@ -1,7 +1,9 @@
 """The OpenVINO back end: the model folder's IR on oneDNN, at the precision that fits the CPU.
 
 bfloat16 where the CPU computes it natively (AMX, AVX512-BF16), float32
-elsewhere on x86, float16 on ARM; ``precision`` overrides. Keypoint processing
+elsewhere on x86, float16 on ARM; ``precision`` overrides. ``precision="int8"``
+runs the generator ``convert --fast`` quantised (:mod:`livepuppet.quantize`),
+its float parts at the CPU's precision. Keypoint processing
 (a 2x2 inverse per keypoint, tiny) always runs at float32; the keypoint
 detector runs at ``kp_precision``, because every later stage inherits its
 keypoints and the soft-argmax at temperature 0.1 magnifies rounding tenfold.
@@ -51,7 +53,8 @@ class OpenVINOEngine(Engine):
             import openvino as ov
         except ImportError:
             raise LivepuppetError("the openvino engine needs OpenVINO: pip install openvino") from None
-        self.precision = precision or default_precision()
+        self.int8 = precision == "int8"
+        self.precision = "int8" if self.int8 else precision or default_precision()
         self.kp_precision = kp_precision
         self.device = _device(device, ov)
         self.threads = threads or cpumod.usable_cores()
@@ -61,9 +64,9 @@ class OpenVINOEngine(Engine):
             core.set_property({"CACHE_DIR": str(cache)})  # compiled models: start-up in a fraction of the time
         self._requests = {}
         for model in MODEL_NAMES:
-            path = _ir_path(manifest, model)
+            path = _ir_path(manifest, model, "openvino_int8" if self.int8 and model == "generator" else "openvino")
             precision = ("fp32" if model in ALWAYS_FP32 else self.kp_precision if model == "kp_detector"
-                         else self.precision)
+                         else default_precision() if self.int8 else self.precision)
             try:
                 compiled = core.compile_model(str(path), self.device, self._config(precision))
             except RuntimeError as exc:
@@ -91,8 +94,11 @@ class OpenVINOEngine(Engine):
         return {name: request.get_tensor(name).data.copy() for name in outputs}
 
 
-def _ir_path(manifest: Manifest, model: str) -> Path:
-    entry = manifest.model(model).get("openvino")
+def _ir_path(manifest: Manifest, model: str, kind: str = "openvino") -> Path:
+    entry = manifest.model(model).get(kind)
+    if kind == "openvino_int8" and not entry:
+        raise ModelFolderError(f"{manifest.folder} has no int8 generator; make one with "
+                               f"`livepuppet convert CHECKPOINT --out {manifest.folder} --fast`")
     if not entry or not (manifest.folder / entry).is_file():
         raise ModelFolderError(
             f"{manifest.folder} has no OpenVINO models (converted by an older livepuppet or without OpenVINO); "
