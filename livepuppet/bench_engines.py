@@ -77,7 +77,7 @@ def compare(folder: str | Path, threads: int | None = None, repeats: int = 5, ex
     gflop = cfgmod.conv_gflop(cfgmod.from_dict(manifest.config, str(folder)))["per_frame"]
     rows, reference = [], None
     for candidate in auto.candidates(manifest, auto.cpumod.current(), exact):
-        engine = auto.open_candidate(manifest, candidate, threads, device)
+        engine = auto.open_candidate(manifest, candidate, threads, device, cache=False)
         frames, _, _ = auto.measure(engine)
         reference = frames if reference is None else reference
         diff = np.abs(frames - reference) * 255

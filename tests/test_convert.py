@@ -201,8 +201,11 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
         signature = make_interpreter(tflite, threads=1).get_signature_list()["serving_default"]
         assert sorted(signature["inputs"]) == sorted(inputs) and sorted(signature["outputs"]) == sorted(outputs)
 
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["manifest.json", *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
+    # (hidden files are what engines keep at run time: auto's choice, OpenVINO's compiled models)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        ["manifest.json", "openvino", *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
+    assert sorted(p.name for p in (folder / "openvino").iterdir()) == sorted(
+        f"{m}.{ext}" for m in MODEL_NAMES for ext in ("xml", "bin"))
     assert _leftovers(folder.parent) == []
 
 

@@ -82,7 +82,9 @@ def _has_openvino(manifest: Manifest) -> bool:
     return all(manifest.model(m).get("openvino") for m in manifest.data.get("models", {}))
 
 
-def open_candidate(manifest: Manifest, candidate: Candidate, threads: int | None, device: str) -> Engine:
+def open_candidate(manifest: Manifest, candidate: Candidate, threads: int | None, device: str,
+                   cache: bool = True) -> Engine:
+    """``cache``: keep OpenVINO's compiled models in the folder (only for the engine that will run)."""
     if candidate.engine == "tflite":
         from .tflite import TFLiteEngine
 
@@ -90,7 +92,7 @@ def open_candidate(manifest: Manifest, candidate: Candidate, threads: int | None
     from .openvino import OpenVINOEngine
 
     return OpenVINOEngine(manifest, threads=threads, precision=candidate.precision,
-                          kp_precision=candidate.kp_precision, device=device)
+                          kp_precision=candidate.kp_precision, device=device, cache=cache)
 
 
 def measure(engine: Engine, frames: int = PROBE_FRAMES) -> tuple[np.ndarray, float, float]:
@@ -120,7 +122,7 @@ def choose(manifest: Manifest, threads: int | None = None, device: str = "cpu", 
     so there always is a winner."""
     results, best, reference = [], None, None
     for candidate in candidates(manifest, cpumod.current(), exact):
-        engine = open_candidate(manifest, candidate, threads, device)
+        engine = open_candidate(manifest, candidate, threads, device, cache=False)
         frames, frame_ms, generator_ms = measure(engine)
         if reference is None:
             reference = frames
@@ -146,6 +148,9 @@ def open_auto(manifest: Manifest, threads: int | None = None, device: str = "cpu
             return engine
     console.print(f"engine: choosing the fastest engine for {manifest.folder.name} on this machine (once)...")
     results, winner, engine = choose(manifest, threads, device, exact)
+    if winner.candidate.engine == "openvino":  # again, with its compiled models cached for the next start
+        del engine
+        engine = open_candidate(manifest, winner.candidate, threads, device)
     _write_cache(manifest.folder, key, winner, results)
     _say(winner.candidate, winner.generator_ms, winner.frame_ms,
          f"{winner.mean:.2f} mean / {winner.max:.1f} max levels from fp32")
