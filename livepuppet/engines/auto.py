@@ -28,7 +28,7 @@ from .base import Engine
 BUDGET = {"max": 3.0, "mean": 0.3}  # 8-bit levels against float32, on the probe's frames
 CACHE = ".engine-choice.json"
 PROBE_FRAMES = 6
-console = Console(stderr=True)
+console = Console()  # stdout: a status line, kept apart from the one-line errors on stderr
 
 
 @dataclass(frozen=True)
