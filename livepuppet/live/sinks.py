@@ -159,6 +159,9 @@ class VirtualCameraSink:
     pyvirtualcam camera on ``device`` (None = the first free one).
     """
 
+    newest_wins = True  # on its own thread (outlet.py), a late frame is replaced by a newer one
+    stage = "vcam"
+
     def __init__(self, width: int, height: int, fps: float,
                  camera_factory: Callable[..., Any] | None = None, device: str | None = None) -> None:
         self.width, self.height, self.fps = width, height, fps
@@ -207,6 +210,8 @@ class RecordingSink:
     faster than ``fps``. A run that ends before the first frame leaves no file
     (there is nothing to play) instead of failing at exit; ``saved`` tells.
     """
+
+    stage = "record"
 
     def __init__(self, path: str | Path, fps: float, realtime: bool = False) -> None:
         from livepuppet.media import VideoWriter  # heavy (ffmpeg); only when recording
