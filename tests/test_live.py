@@ -41,7 +41,7 @@ class FakeAnimator:
 
     def __init__(self, size: tuple[int, int] = (64, 64), delay: float = 0.0) -> None:
         self.frame_size = size
-        self.relative, self.adapt_scale = True, False
+        self.relative, self.adapt_scale, self.smooth = True, False, True
         self.timings: dict[str, float] = {}
         self.calls: list[tuple] = []
         self.threads: set[int] = set()
@@ -56,6 +56,9 @@ class FakeAnimator:
 
     def recalibrate(self) -> None:
         self.calls.append(("recalibrate",))
+
+    def find_best(self, frames: int) -> None:
+        self.calls.append(("find_best", frames))
 
     def animate(self, frames: np.ndarray) -> np.ndarray:
         assert frames.dtype == np.float32 and frames.shape[1:] == (*self.frame_size, 3)
@@ -591,3 +594,76 @@ def test_preview_keys_and_avatar_view(tmp_path, xdisplay):
     last = cv2.imread(str(tmp_path / "last.png"))[:, :, ::-1]
     assert _shows_green_avatar(last), "the composed preview lacks the avatar view"
     assert shot is None or _shows_green_avatar(shot), "the avatar view (green source) is not on screen"
+
+
+# -- the main thread never waits ----------------------------------------------
+
+class ToggleLog(FakeAnimator):
+    """Records every assignment of a toggle, on whichever thread it happens."""
+
+    TOGGLES = ("relative", "adapt_scale", "smooth")
+
+    def __setattr__(self, name, value):
+        if name in self.TOGGLES and name in self.__dict__:
+            self.__dict__.setdefault("flips", []).append((name, value, threading.get_ident()))
+        super().__setattr__(name, value)
+
+
+class ScriptedPreview:
+    """A preview that presses ``keys`` one per poll, then 'q' once ``frames`` frames were shown."""
+
+    def __init__(self, keys: str, frames: int) -> None:
+        self.keys, self.frames = list(keys), frames
+        self.polls: list[float] = []
+        self.shown = 0
+
+    def show(self, view) -> None:
+        self.shown += view.avatar is not None
+
+    def poll_key(self):
+        self.polls.append(time.monotonic())
+        if self.keys:
+            return self.keys.pop(0)
+        return "q" if self.shown >= self.frames else None
+
+    def close(self) -> None:
+        pass
+
+
+class SlowVCam(FakeVCam):
+    def sleep_until_next_frame(self) -> None:
+        time.sleep(0.06)  # pacing to a slow virtual camera: more than a poll interval
+
+
+class SlowSink:
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def send(self, frame) -> None:
+        time.sleep(0.06)  # an encoder that takes longer than a poll interval
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
+    animator = ToggleLog(delay=0.02)
+    keys = "rarsrrsaraar" + "rsrr"  # r x9, a x4, s x3, pressed on consecutive polls (about 10 ms apart)
+    preview = ScriptedPreview(keys, frames=15)
+    vcam = VirtualCameraSink(64, 64, 30, camera_factory=lambda **kw: SlowVCam(**kw))
+    slow = SlowSink()
+    cap = open_camera(0, opener=FakeCamera(interval=0.01))
+    stats = run_live(animator, cap, FaceFramer(enabled=False), [preview, vcam, slow], sources=sources(),
+                     console=quiet()[0])
+    assert stats.stop_reason == "quit"
+    flips = animator.__dict__.get("flips", [])
+    counts = {t: sum(1 for name, *_ in flips if name == t) for t in ToggleLog.TOGGLES}
+    assert counts == {"relative": keys.count("r"), "adapt_scale": keys.count("a"), "smooth": keys.count("s")}
+    assert (animator.relative, animator.adapt_scale, animator.smooth) == (False, False, False)  # odd, even, odd
+    assert {tid for *_, tid in flips} <= animator.threads  # flipped on the worker, by commands
+    gaps = np.diff(preview.polls)
+    print(f"poll interval: median {np.median(gaps) * 1000:.1f} ms, max {gaps.max() * 1000:.1f} ms")
+    assert gaps.max() < 0.05, gaps.max()
+    assert slow.frames == stats.frames  # the recording-like sink lost nothing
+    assert {"vcam", "sink", "output"} <= set(stats.stage_ms)

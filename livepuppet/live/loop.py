@@ -36,7 +36,9 @@ from rich.text import Text
 from livepuppet.live.capture import Capture, CaptureState
 from livepuppet.live.framing import Box, FaceFramer
 from livepuppet.live.keys import help_lines
+from livepuppet.live.outlet import Outlet
 from livepuppet.live.sinks import PreviewView, to_uint8
+from livepuppet.portrait import Portrait
 
 
 class Animator(Protocol):
@@ -45,12 +47,14 @@ class Animator(Protocol):
     frame_size: tuple[int, int]  # (h, w) the model wants
     relative: bool
     adapt_scale: bool
+    smooth: bool                 # keypoint smoothing on/off (the strength is the animator's)
     timings: dict[str, float]    # last per-stage milliseconds
 
     def set_source(self, image: np.ndarray) -> None: ...
     def recalibrate(self) -> None: ...
     def animate(self, frames: np.ndarray) -> np.ndarray: ...
     def keypoints(self) -> np.ndarray | None: ...
+    def find_best(self, frames: int) -> None: ...  # calibrate on the nearest pose of the next ``frames``
 
 
 class Sink(Protocol):
@@ -113,6 +117,7 @@ class _Worker(threading.Thread):
         self.input_closed = self.stopping = False
         self.error: BaseException | None = None
         self.dropped = 0
+        self.tag: int | None = None  # which source the results belong to (set by its command)
 
     def submit(self, crop: np.ndarray, stamp: float, timeout: float) -> bool:
         """Queue a crop; live: drops the oldest beyond ``batch``; file: False if still full."""
@@ -173,7 +178,7 @@ class _Worker(threading.Thread):
         out = np.asarray(self.animator.animate(np.stack([c for c, _ in take])))
         timings = {"inference": (time.perf_counter() - t0) * 1000, **self.animator.timings}
         kp = self.animator.keypoints()
-        self._put((out, None if kp is None else np.asarray(kp)[-1], timings, [s for _, s in take]))
+        self._put((out, None if kp is None else np.asarray(kp)[-1], timings, [s for _, s in take], self.tag))
 
     def _put(self, item: object) -> None:
         while not self.stopping:
@@ -187,7 +192,7 @@ class _Worker(threading.Thread):
 class _StageClock:
     """Per-stage millisecond samples: recent medians for display, run medians for stats."""
 
-    FIRST, LAST = ("capture", "crop", "inference"), ("output", "latency")
+    FIRST, LAST = ("capture", "detect", "crop", "inference"), ("paste", "output", "preview", "vcam", "record", "latency")
 
     def __init__(self, capture_ms: deque[float]) -> None:
         self.samples: dict[str, deque[float]] = {"capture": capture_ms}
@@ -208,40 +213,101 @@ class _StageClock:
         return {k: meds[k] for k in keys}
 
 
-def _prepare_source(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
+def _portrait(src: "np.ndarray | Portrait", size: tuple[int, int]) -> Portrait:
+    """A plain image is animated whole (no paste-back), as before portraits existed."""
+    if isinstance(src, Portrait):
+        return src
+    img = src.astype(np.float32) / 255.0 if src.dtype == np.uint8 else src
     if img.shape[:2] != tuple(size):
         img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img[..., :3], dtype=np.float32)
+    return Portrait(crop=np.ascontiguousarray(img[..., :3], dtype=np.float32))
 
 
 def run_live(animator: Animator, capture: Capture, framer: FaceFramer, sinks: Sequence[Sink | Preview], *,
-             frames: int | None = None, batch: int = 1, sources: Sequence[np.ndarray] = (),
-             console: Console | None = None, mirror: bool = False) -> LiveStats:
+             frames: int | None = None, batch: int = 1, sources: Sequence[np.ndarray | Portrait] = (),
+             console: Console | None = None, mirror: bool = False, best_seconds: float = 3.0) -> LiveStats:
     """Run until q/Esc, end of a file camera, ``frames`` output frames, Ctrl-C or SIGTERM.
 
     ``sinks`` may contain one preview (anything with show/poll_key) and any
-    number of output sinks (send/close). ``sources`` are the avatars that n/p
-    cycle through; the loop itself sets ``sources[0]`` before the first frame.
+    number of output sinks (send/close), each fed from its own thread. ``sources``
+    are the avatars that n/p cycle through (images, or portraits with
+    paste-back); the loop itself sets ``sources[0]`` before the first frame.
     The camera, the sinks and the worker are always released/closed.
     """
     return _Loop(animator, capture, framer, sinks, frames, batch, sources,
-                 console or Console(stderr=True), mirror).run()
+                 console or Console(stderr=True), mirror, best_seconds).run()
 
 
+# -- key actions: one function per key, looked up in KEY_ACTIONS ------------
+
+def _quit(loop: "_Loop", key: str) -> None:
+    loop.stop_reason = "quit"
+
+
+def _recalibrate(loop: "_Loop", key: str) -> None:
+    loop.worker.command(lambda an: an.recalibrate())
+    loop.say("recalibrating: the next frame is the neutral pose")
+
+
+def _switch_source(loop: "_Loop", key: str) -> None:
+    if len(loop.sources) > 1:
+        loop.source_idx = (loop.source_idx + (1 if key == "n" else -1)) % len(loop.sources)
+        loop.set_source(loop.source_idx)
+        loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+
+
+def _find_best(loop: "_Loop", key: str) -> None:
+    n = max(1, round(loop.best_seconds * (loop.capture.fps or 25.0)))
+    loop.worker.command(lambda an: an.find_best(n))
+    loop.say(f"best moment: watching {n} frames for the pose nearest the avatar's, then calibrating on it")
+
+
+def _pan(loop: "_Loop", key: str) -> None:
+    loop.framer.pan(*{"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key])
+
+
+def _flip(attr: str) -> Callable[["_Loop", str], None]:
+    """A toggle of the loop's own state (the view): flipped on the main thread at once."""
+    def act(loop: "_Loop", key: str) -> None:
+        setattr(loop, attr, not getattr(loop, attr))
+    return act
+
+
+def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
+    """A toggle of the animator's state: a command that flips it on the worker, so no press is lost."""
+    def act(loop: "_Loop", key: str) -> None:
+        def flip(an: Animator) -> None:
+            value = not getattr(an, attr)
+            setattr(an, attr, value)
+            loop.say(f"{label}: {'on' if value else 'off'}")
+        loop.worker.command(flip)
+    return act
+
+
+KEY_ACTIONS: dict[str, Callable[["_Loop", str], None]] = {
+    "q": _quit, "esc": _quit, "c": _recalibrate, "b": _find_best, "n": _switch_source, "p": _switch_source,
+    "0": _flip("passthrough"), "f": _flip("mirror"), "k": _flip("show_kp"), "i": _flip("show_info"),
+    "h": _flip("show_help"), "+": lambda loop, key: loop.framer.zoom_in(),
+    "-": lambda loop, key: loop.framer.zoom_out(), **dict.fromkeys(("left", "right", "up", "down"), _pan),
+    "r": _flip_model("relative", "relative"), "a": _flip_model("adapt_scale", "adapt scale"),
+    "s": _flip_model("smooth", "smoothing"),
+}
 class _Loop:
     def __init__(self, animator: Animator, capture: Capture, framer: FaceFramer, sinks: Sequence[Sink | Preview],
-                 frames: int | None, batch: int, sources: Sequence[np.ndarray], console: Console,
-                 mirror: bool) -> None:
+                 frames: int | None, batch: int, sources: Sequence[np.ndarray | Portrait], console: Console,
+                 mirror: bool, best_seconds: float) -> None:
         self.animator, self.capture, self.framer, self.console = animator, capture, framer, console
         self.preview: Preview | None = next((s for s in sinks if isinstance(s, Preview)), None)
-        self.outputs: list[Sink] = [s for s in sinks if s is not self.preview]  # type: ignore[misc]
-        self.limit = frames
-        self.sources = [_prepare_source(s, animator.frame_size) for s in sources]
+        self.outlets = [Outlet(s, live=capture.live) for s in sinks if s is not self.preview]
+        self.limit, self.best_seconds = frames, best_seconds
+        self.sources = [_portrait(s, animator.frame_size) for s in sources]
         self.source_idx = 0
         self.worker = _Worker(animator, batch, capture.live)
         self.clock = _StageClock(capture.read_ms)
+        self.clock.samples["detect"] = framer.detect_ms
+        for o in self.outlets:
+            self.clock.samples[o.stage] = o.ms
+        self.display = _Display(self)
         self.stats = LiveStats(batch=max(1, batch))
         self.mirror, self.passthrough, self.show_kp, self.show_info, self.show_help = mirror, False, False, True, False
         self.stop_reason: str | None = None
@@ -250,10 +316,21 @@ class _Loop:
         self.box: Box | None = None
         self.avatar: np.ndarray | None = None
         self.kp: np.ndarray | None = None
+        self.out_size: tuple[int, int] | None = None  # (w, h) of the first frame out; a recording keeps one size
         self.pending: tuple[np.ndarray, float] | None = None  # file mode: crop waiting for room
-        self.out_times: deque[float] = deque(maxlen=60)
         self.first_out = self.last_out = 0.0
         self.stalled = False
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    def set_source(self, idx: int) -> None:
+        src, worker = self.sources[idx], self.worker
+
+        def apply(an: Animator) -> None:
+            an.set_source(src.crop)
+            worker.tag = idx  # results from now on belong to this portrait
+        worker.command(apply)
 
     # -- main ---------------------------------------------------------------
     def run(self) -> LiveStats:
@@ -265,9 +342,10 @@ class _Loop:
             if self.preview is not None:
                 self.console.print("keys:\n  " + "\n  ".join(help_lines()))
             self.worker.start()
+            for o in self.outlets:
+                o.start()
             if self.sources:
-                src = self.sources[0]
-                self.worker.command(lambda a: a.set_source(src))
+                self.set_source(0)
             if self.preview is None and self.console.is_terminal:
                 live_line = Live(Text("starting..."), console=self.console, auto_refresh=False,
                                  transient=True, redirect_stdout=False, redirect_stderr=False)
@@ -312,11 +390,15 @@ class _Loop:
             now = time.monotonic()
             if self.preview is not None:
                 if (dirty and now - last_draw > 1 / 60) or now - last_draw > 0.1:
-                    self._draw()
+                    t0 = time.perf_counter()
+                    self.display.draw()
+                    self.clock.add("preview", (time.perf_counter() - t0) * 1000)
                     last_draw = now
-                self._handle_key(self.preview.poll_key())
+                key = self.preview.poll_key()
+                if key in KEY_ACTIONS:
+                    KEY_ACTIONS[key](self, key)
             elif live_line is not None and now - last_status > 0.5:
-                live_line.update(Text(self._status_line()), refresh=True)
+                live_line.update(Text(self.display.status_line()), refresh=True)
                 last_status = now
 
     def _take_camera_frame(self) -> bool:
@@ -356,35 +438,40 @@ class _Loop:
                 break
             if item is _DONE:
                 break
-            out, kp, timings, stamps = item
+            out, kp, timings, stamps, tag = item
             for k, v in timings.items():
                 self.clock.add(k, v)
-            self.kp = kp
+            portrait = self.sources[tag] if tag is not None and tag < len(self.sources) else None
+            self.kp = kp if portrait is None or kp is None else portrait.keypoints(kp)
             got = True
             for frame, stamp in zip(out, stamps, strict=True):
                 if self.passthrough:  # results still in flight when pass-through was switched on
                     break
+                if portrait is not None and portrait.pasted:
+                    t0 = time.perf_counter()
+                    frame = portrait.paste(frame)
+                    self.clock.add("paste", (time.perf_counter() - t0) * 1000)
                 self._emit(frame, stamp)
                 if self.stop_reason is not None:
                     break
         return got
 
     def _emit(self, frame: np.ndarray, stamp: float) -> None:
-        img = to_uint8(frame)
         t0 = time.perf_counter()
-        paced = 0.0
-        for s in self.outputs:
-            s.send(img)
-            paced += getattr(s, "last_sleep_ms", 0.0)
+        img = to_uint8(frame)
+        self.out_size = self.out_size or (img.shape[1], img.shape[0])
+        if (img.shape[1], img.shape[0]) != self.out_size:  # another avatar's picture size
+            img = cv2.resize(img, self.out_size, interpolation=cv2.INTER_AREA)
+        for o in self.outlets:
+            o.send(img)
         now = time.perf_counter()
-        if self.outputs:
-            self.clock.add("output", (now - t0) * 1000 - paced)
+        self.clock.add("output", (now - t0) * 1000)
         self.clock.add("latency", (time.monotonic() - stamp) * 1000)
         self.avatar = img
         self.stats.frames += 1
         self.first_out = self.first_out or now
         self.last_out = now
-        self.out_times.append(now)
+        self.display.out_times.append(now)
         if self.limit is not None and self.stats.frames >= self.limit:
             self.stop_reason = "frames"
 
@@ -392,85 +479,16 @@ class _Loop:
         stalled = self.capture.state is CaptureState.STALLED
         if stalled and not self.stalled:
             self.stats.stalls += 1
-            self.console.print(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
+            self.say(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
         elif self.stalled and not stalled and self.capture.state is CaptureState.RUNNING:
-            self.console.print(f"[green]camera {self.capture.name} is back[/]")
+            self.say(f"[green]camera {self.capture.name} is back[/]")
         self.stalled = stalled
-
-    # -- keys ---------------------------------------------------------------
-    def _handle_key(self, key: str | None) -> None:
-        if key is None:
-            return
-        a, say = self.animator, self.console.print
-        if key in ("q", "esc"):
-            self.stop_reason = "quit"
-        elif key == "c":
-            self.worker.command(lambda an: an.recalibrate())
-            say("recalibrating: the next frame is the neutral pose")
-        elif key in ("n", "p") and len(self.sources) > 1:
-            self.source_idx = (self.source_idx + (1 if key == "n" else -1)) % len(self.sources)
-            src = self.sources[self.source_idx]
-            self.worker.command(lambda an: an.set_source(src))
-            say(f"avatar {self.source_idx + 1}/{len(self.sources)}")
-        elif key == "0":
-            self.passthrough = not self.passthrough
-        elif key == "f":
-            self.mirror = not self.mirror
-        elif key == "+":
-            self.framer.zoom_in()
-        elif key == "-":
-            self.framer.zoom_out()
-        elif key in ("left", "right", "up", "down"):
-            dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key]
-            self.framer.pan(dx, dy)
-        elif key == "k":
-            self.show_kp = not self.show_kp
-        elif key in ("r", "a"):
-            attr = "relative" if key == "r" else "adapt_scale"
-            value = not getattr(a, attr)
-            self.worker.command(lambda an: setattr(an, attr, value))
-            say(f"{attr.replace('_', ' ')}: {'on' if value else 'off'}")
-        elif key == "i":
-            self.show_info = not self.show_info
-        elif key == "h":
-            self.show_help = not self.show_help
-
-    # -- display ------------------------------------------------------------
-    def _recent_fps(self) -> float:
-        t = self.out_times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-
-    def _stage_text(self, per_line: int | None = None) -> list[str]:
-        items = [f"{k} {v:.1f}" for k, v in self.clock.medians(recent=30).items()]
-        n = per_line or max(1, len(items))
-        return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
-
-    def _status_line(self) -> str:
-        state = " | camera stalled, reconnecting" if self.stalled else ""
-        return f"{self._recent_fps():5.1f} fps | {self.stats.frames} frames | ms: {' '.join(self._stage_text())}{state}"
-
-    def _draw(self) -> None:
-        if self.camera is None or self.preview is None:
-            return
-        label = "camera pass-through" if self.passthrough else (
-            f"avatar {self.source_idx + 1}/{len(self.sources)}" if self.sources else "avatar")
-        info = []
-        if self.show_info:
-            a = self.animator
-            info = [f"{self._recent_fps():.1f} fps  {self.stats.frames} frames, stage ms:",
-                    *self._stage_text(per_line=3),
-                    f"relative {'on' if a.relative else 'off'}  adapt {'on' if a.adapt_scale else 'off'}  "
-                    f"mirror {'on' if self.mirror else 'off'}  h: keys"]
-        notice = "camera stalled: reconnecting..." if self.stalled else None
-        self.preview.show(PreviewView(camera=self.camera, box=self.box, avatar=self.avatar,
-                                      keypoints=self.kp if self.show_kp and not self.passthrough else None,
-                                      label=label, notice=notice, info=info, help=self.show_help))
 
     # -- shutdown -----------------------------------------------------------
     def _shutdown(self, live_line: Live | None) -> None:
         """Release everything, each step guarded so one failure cannot leak the rest."""
         steps: list[Callable[[], object]] = [self.worker.stop, self.capture.release]
-        steps += [s.close for s in self.outputs]
+        steps += [o.close for o in self.outlets]
         if self.preview is not None:
             steps.append(self.preview.close)
         if live_line is not None:
@@ -494,3 +512,49 @@ class _Loop:
         st.stalls = max(st.stalls, getattr(self.capture, "stalls", 0))
         st.stop_reason = self.stop_reason or "end of input"
         return st
+
+
+class _Display:
+    """The preview picture and the status line: what the user sees of the loop's state."""
+
+    def __init__(self, loop: _Loop) -> None:
+        self.loop = loop
+        self.out_times: deque[float] = deque(maxlen=60)
+
+    def recent_fps(self) -> float:
+        t = self.out_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def stage_text(self, per_line: int | None = None) -> list[str]:
+        items = [f"{k} {v:.1f}" for k, v in self.loop.clock.medians(recent=30).items()]
+        n = per_line or max(1, len(items))
+        return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
+
+    def status_line(self) -> str:
+        state = " | camera stalled, reconnecting" if self.loop.stalled else ""
+        return (f"{self.recent_fps():5.1f} fps | {self.loop.stats.frames} frames | "
+                f"ms: {' '.join(self.stage_text())}{state}")
+
+    def info(self) -> list[str]:
+        lp, a = self.loop, self.loop.animator
+        on = {True: "on", False: "off"}
+        lines = [f"{self.recent_fps():.1f} fps  {lp.stats.frames} frames, stage ms:", *self.stage_text(per_line=3),
+                 f"relative {on[bool(a.relative)]}  adapt {on[bool(a.adapt_scale)]}  "
+                 f"smooth {on[bool(getattr(a, 'smooth', False))]}  mirror {on[lp.mirror]}  h: keys"]
+        dist = getattr(a, "pose_distance", None)
+        if dist is not None:
+            lines.append(f"pose distance to the avatar {dist:.3f}" + (" (searching)" if getattr(a, "searching", 0)
+                                                                       else ""))
+        return lines
+
+    def draw(self) -> None:
+        lp = self.loop
+        if lp.camera is None or lp.preview is None:
+            return
+        label = "camera pass-through" if lp.passthrough else (
+            f"avatar {lp.source_idx + 1}/{len(lp.sources)}" if lp.sources else "avatar")
+        notice = "camera stalled: reconnecting..." if lp.stalled else None
+        lp.preview.show(PreviewView(camera=lp.camera, box=lp.box, avatar=lp.avatar,
+                                    keypoints=lp.kp if lp.show_kp and not lp.passthrough else None,
+                                    label=label, notice=notice, info=self.info() if lp.show_info else [],
+                                    help=lp.show_help))

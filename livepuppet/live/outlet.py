@@ -23,11 +23,12 @@ import numpy as np
 class Outlet(threading.Thread):
     """Feeds one sink (``send``/``close``) from a bounded queue on a thread of its own."""
 
-    def __init__(self, sink: object, size: int = 32, stage: str | None = None) -> None:
+    def __init__(self, sink: object, size: int = 32, *, live: bool = True) -> None:
         super().__init__(name=f"sink:{type(sink).__name__}", daemon=True)
         self.sink, self.size = sink, max(1, size)
-        self.newest_wins = bool(getattr(sink, "newest_wins", False))
-        self.stage = stage or getattr(sink, "stage", "sink")
+        # A file camera is animated frame by frame and every stage applies backpressure instead.
+        self.newest_wins = live and bool(getattr(sink, "newest_wins", False))
+        self.stage = str(getattr(sink, "stage", "sink"))
         self.ms: deque[float] = deque(maxlen=10000)  # work per frame, pacing waits left out
         self.dropped = 0
         self.error: BaseException | None = None
