@@ -81,11 +81,11 @@ def frame_portrait(image: np.ndarray, size: tuple[int, int], paste_back: bool | 
     """Prepare a source picture (float32 [0, 1] RGB) for a model of frame ``size`` (h, w).
 
     ``paste_back``: True/False, or None for "when the picture is larger than the
-    crop". Returns the portrait and a one-line notice (or None) for the user.
+    crop": larger than the model's frame and than the face crop cut from it. Returns the portrait and a one-line notice (or None) for the user.
     """
     whole = Portrait(crop=fit_frame(image, size))
-    if paste_back is False:
-        return whole, None
+    if paste_back is False or paste_back is None and image.shape[0] <= size[0] and image.shape[1] <= size[1]:
+        return whole, None  # a picture no larger than the model's frame is animated as it is, bit-exact
     from .faces import face_detector, largest
 
     picture = cap_size(to_uint8(image[..., :3]))
