@@ -649,7 +649,7 @@ class SlowSink:
 
 def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
     animator = ToggleLog(delay=0.02)
-    keys = "rarsrrsaraar" + "rsrr"  # r x9, a x4, s x3, pressed on consecutive polls (about 10 ms apart)
+    keys = "rarsrrsaraar" + "rsrrb"  # r x9, a x4, s x3, then b, on consecutive polls (about 10 ms apart)
     preview = ScriptedPreview(keys, frames=15)
     vcam = VirtualCameraSink(64, 64, 30, camera_factory=lambda **kw: SlowVCam(**kw))
     slow = SlowSink()
@@ -662,6 +662,7 @@ def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
     assert counts == {"relative": keys.count("r"), "adapt_scale": keys.count("a"), "smooth": keys.count("s")}
     assert (animator.relative, animator.adapt_scale, animator.smooth) == (False, False, False)  # odd, even, odd
     assert {tid for *_, tid in flips} <= animator.threads  # flipped on the worker, by commands
+    assert ("find_best", 75) in animator.calls  # 'b': 3 s at the camera's 25 fps (unknown rate: 25)
     gaps = np.diff(preview.polls)
     print(f"poll interval: median {np.median(gaps) * 1000:.1f} ms, max {gaps.max() * 1000:.1f} ms")
     assert gaps.max() < 0.05, gaps.max()

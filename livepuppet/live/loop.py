@@ -389,7 +389,7 @@ class _Loop:
             self._check_stall()
             now = time.monotonic()
             if self.preview is not None:
-                if (dirty and now - last_draw > 1 / 60) or now - last_draw > 0.1:
+                if (dirty and now - last_draw > 1 / 30) or now - last_draw > 0.1:
                     t0 = time.perf_counter()
                     self.display.draw()
                     self.clock.add("preview", (time.perf_counter() - t0) * 1000)
@@ -517,9 +517,12 @@ class _Loop:
 class _Display:
     """The preview picture and the status line: what the user sees of the loop's state."""
 
+    INFO_EVERY = 0.5  # s: the info numbers change no faster, so their (cached) panel is redrawn no more often
+
     def __init__(self, loop: _Loop) -> None:
         self.loop = loop
         self.out_times: deque[float] = deque(maxlen=60)
+        self._info: tuple[float, list[str]] = (-1.0, [])
 
     def recent_fps(self) -> float:
         t = self.out_times
@@ -536,6 +539,12 @@ class _Display:
                 f"ms: {' '.join(self.stage_text())}{state}")
 
     def info(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._info[0] >= self.INFO_EVERY:
+            self._info = (now, self._info_lines())
+        return self._info[1]
+
+    def _info_lines(self) -> list[str]:
         lp, a = self.loop, self.loop.animator
         on = {True: "on", False: "off"}
         lines = [f"{self.recent_fps():.1f} fps  {lp.stats.frames} frames, stage ms:", *self.stage_text(per_line=3),
