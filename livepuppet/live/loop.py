@@ -18,6 +18,7 @@ the stages apply backpressure instead.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import statistics
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -266,10 +267,11 @@ def _pan(loop: "_Loop", key: str) -> None:
     loop.framer.pan(*{"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key])
 
 
-def _flip(attr: str) -> Callable[["_Loop", str], None]:
+def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop) -> Callable[["_Loop", str], None]:
     """A toggle of the loop's own state (the view): flipped on the main thread at once."""
     def act(loop: "_Loop", key: str) -> None:
-        setattr(loop, attr, not getattr(loop, attr))
+        owner = part(loop)
+        setattr(owner, attr, not getattr(owner, attr))
     return act
 
 
@@ -286,12 +288,126 @@ def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
 
 KEY_ACTIONS: dict[str, Callable[["_Loop", str], None]] = {
     "q": _quit, "esc": _quit, "c": _recalibrate, "b": _find_best, "n": _switch_source, "p": _switch_source,
-    "0": _flip("passthrough"), "f": _flip("mirror"), "k": _flip("show_kp"), "i": _flip("show_info"),
+    "0": _flip("passthrough"), "f": _flip("mirror", lambda loop: loop.intake), "k": _flip("show_kp"), "i": _flip("show_info"),
     "h": _flip("show_help"), "+": lambda loop, key: loop.framer.zoom_in(),
     "-": lambda loop, key: loop.framer.zoom_out(), **dict.fromkeys(("left", "right", "up", "down"), _pan),
     "r": _flip_model("relative", "relative"), "a": _flip_model("adapt_scale", "adapt scale"),
     "s": _flip_model("smooth", "smoothing"),
 }
+@contextlib.contextmanager
+def _stop_signals(loop: "_Loop") -> Iterator[None]:
+    """SIGTERM and Ctrl-C set the loop's stop reason (it sees it within ~20 ms) while the loop runs.
+
+    A flag, not KeyboardInterrupt: an exception landing between a sink's write
+    and the frame count would leave a recording with one frame more than the
+    summary reports. A second Ctrl-C raises, for when the shutdown itself hangs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = []
+
+    def on_term(signum: int, frame: object) -> None:
+        loop.stop_reason = loop.stop_reason or "terminated"
+
+    def on_int(signum: int, frame: object) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        loop.stop_reason = loop.stop_reason or "interrupted"
+
+    old_term, old_int = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
+
+
+class _Output:
+    """Frames out: to every sink's outlet at one size, counted and timed."""
+
+    def __init__(self, outlets: list[Outlet], clock: _StageClock, limit: int | None) -> None:
+        self.outlets, self.clock, self.limit = outlets, clock, limit
+        self.size: tuple[int, int] | None = None  # (w, h) of the first frame out; a recording keeps one size
+        self.avatar: np.ndarray | None = None
+        self.frames = 0
+        self.first = self.last = 0.0
+        self.times: deque[float] = deque(maxlen=60)
+
+    def emit(self, frame: np.ndarray, stamp: float) -> bool:
+        """Send one frame; True once ``limit`` frames went out."""
+        t0 = time.perf_counter()
+        img = to_uint8(frame)
+        self.size = self.size or (img.shape[1], img.shape[0])
+        if (img.shape[1], img.shape[0]) != self.size:  # another avatar's picture size
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        for o in self.outlets:
+            o.send(img)
+        now = time.perf_counter()
+        self.clock.add("output", (now - t0) * 1000)
+        self.clock.add("latency", (time.monotonic() - stamp) * 1000)
+        self.avatar = img
+        self.frames += 1
+        self.first = self.first or now
+        self.last = now
+        self.times.append(now)
+        return self.limit is not None and self.frames >= self.limit
+
+
+class _Intake:
+    """Camera frames in: read, mirrored, cropped around the face, submitted to the worker."""
+
+    def __init__(self, capture: Capture, framer: FaceFramer, worker: _Worker, clock: _StageClock,
+                 size: tuple[int, int], mirror: bool) -> None:
+        self.capture, self.framer, self.worker, self.clock, self.size = capture, framer, worker, clock, size
+        self.mirror = mirror
+        self.camera: np.ndarray | None = None
+        self.box: Box | None = None
+        self.pending: tuple[np.ndarray, float] | None = None  # file mode: crop waiting for room
+        self.new_frame = False
+        self.stalled = False
+        self.stalls = 0
+
+    def take(self, submit: bool) -> tuple[np.ndarray, float] | None:
+        """Read and crop the next frame and submit it, or (``submit`` False) return it with its stamp."""
+        self.new_frame = False
+        if self.pending is not None:  # file mode: retry the crop that found the inbox full
+            if not self.worker.submit(*self.pending, timeout=0.02):
+                return None
+            self.pending = None
+        if self.capture.ended:
+            self.worker.close_input()
+            return None
+        got = self.capture.read(timeout=0.01 if self.worker.results.empty() else 0.0)
+        if got is None:
+            if self.capture.ended:
+                self.worker.close_input()
+            return None
+        _, frame = got
+        stamp = self.capture.last_read_stamp
+        if self.mirror:
+            frame = np.ascontiguousarray(frame[:, ::-1])
+        t0 = time.perf_counter()
+        crop, self.box = self.framer.crop(frame, self.size)
+        self.clock.add("crop", (time.perf_counter() - t0) * 1000)
+        self.camera, self.new_frame = frame, True
+        if not submit:
+            return crop, stamp
+        if not self.worker.submit(crop, stamp, timeout=0.02):
+            self.pending = (crop, stamp)
+        return None
+
+    def check_stall(self, say: Callable[[str], None]) -> None:
+        stalled = self.capture.state is CaptureState.STALLED
+        if stalled and not self.stalled:
+            self.stalls += 1
+            say(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
+        elif self.stalled and not stalled and self.capture.state is CaptureState.RUNNING:
+            say(f"[green]camera {self.capture.name} is back[/]")
+        self.stalled = stalled
+
+
 class _Loop:
     def __init__(self, animator: Animator, capture: Capture, framer: FaceFramer, sinks: Sequence[Sink | Preview],
                  frames: int | None, batch: int, sources: Sequence[np.ndarray | Portrait], console: Console,
@@ -299,7 +415,7 @@ class _Loop:
         self.animator, self.capture, self.framer, self.console = animator, capture, framer, console
         self.preview: Preview | None = next((s for s in sinks if isinstance(s, Preview)), None)
         self.outlets = [Outlet(s, live=capture.live) for s in sinks if s is not self.preview]
-        self.limit, self.best_seconds = frames, best_seconds
+        self.best_seconds = best_seconds
         self.sources = [_portrait(s, animator.frame_size) for s in sources]
         self.source_idx = 0
         self.worker = _Worker(animator, batch, capture.live)
@@ -307,19 +423,13 @@ class _Loop:
         self.clock.samples["detect"] = framer.detect_ms
         for o in self.outlets:
             self.clock.samples[o.stage] = o.ms
+        self.output = _Output(self.outlets, self.clock, frames)
         self.display = _Display(self)
         self.stats = LiveStats(batch=max(1, batch))
-        self.mirror, self.passthrough, self.show_kp, self.show_info, self.show_help = mirror, False, False, True, False
+        self.intake = _Intake(capture, framer, self.worker, self.clock, animator.frame_size, mirror)
+        self.passthrough, self.show_kp, self.show_info, self.show_help = False, False, True, False
         self.stop_reason: str | None = None
-        self._interrupted = False  # Ctrl-C seen once
-        self.camera: np.ndarray | None = None
-        self.box: Box | None = None
-        self.avatar: np.ndarray | None = None
         self.kp: np.ndarray | None = None
-        self.out_size: tuple[int, int] | None = None  # (w, h) of the first frame out; a recording keeps one size
-        self.pending: tuple[np.ndarray, float] | None = None  # file mode: crop waiting for room
-        self.first_out = self.last_out = 0.0
-        self.stalled = False
 
     def say(self, text: str) -> None:
         self.console.print(text)
@@ -334,9 +444,13 @@ class _Loop:
 
     # -- main ---------------------------------------------------------------
     def run(self) -> LiveStats:
-        in_main = threading.current_thread() is threading.main_thread()
-        old_term = signal.signal(signal.SIGTERM, self._on_sigterm) if in_main else None
-        old_int = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        with _stop_signals(self):
+            self._run()
+        if self.worker.error is not None:
+            raise self.worker.error
+        return self._final_stats()
+
+    def _run(self) -> None:
         live_line: Live | None = None
         try:
             if self.preview is not None:
@@ -354,27 +468,7 @@ class _Loop:
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
         finally:
-            try:
-                self._shutdown(live_line)
-            finally:
-                if in_main:
-                    signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
-                    signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
-        if self.worker.error is not None:
-            raise self.worker.error
-        return self._final_stats()
-
-    def _on_sigterm(self, signum: int, frame: object) -> None:
-        self.stop_reason = self.stop_reason or "terminated"  # the loop sees it within ~20 ms
-
-    def _on_sigint(self, signum: int, frame: object) -> None:
-        # A flag, not KeyboardInterrupt: an exception landing between a sink's write and the
-        # frame count would leave a recording with one frame more than the summary reports.
-        # A second Ctrl-C raises, for when the shutdown itself hangs.
-        if self._interrupted:
-            raise KeyboardInterrupt
-        self._interrupted = True
-        self.stop_reason = self.stop_reason or "interrupted"
+            self._shutdown(live_line)
 
     def _loop(self, live_line: Live | None) -> None:
         last_draw = last_status = 0.0
@@ -386,7 +480,7 @@ class _Loop:
             if self.worker.error is not None or not self.worker.is_alive() and self.worker.results.empty():
                 self.stop_reason = self.stop_reason or "end of input"
                 break
-            self._check_stall()
+            self.intake.check_stall(self.say)
             now = time.monotonic()
             if self.preview is not None:
                 if (dirty and now - last_draw > 1 / 30) or now - last_draw > 0.1:
@@ -402,32 +496,11 @@ class _Loop:
                 last_status = now
 
     def _take_camera_frame(self) -> bool:
-        """Read, mirror, crop and submit a camera frame; True when there was a new one."""
-        if self.pending is not None:  # file mode: retry the crop that found the inbox full
-            if not self.worker.submit(*self.pending, timeout=0.02):
-                return False
-            self.pending = None
-        if self.capture.ended:
-            self.worker.close_input()
-            return False
-        got = self.capture.read(timeout=0.01 if self.worker.results.empty() else 0.0)
-        if got is None:
-            if self.capture.ended:
-                self.worker.close_input()
-            return False
-        _, frame = got
-        stamp = self.capture.last_read_stamp
-        if self.mirror:
-            frame = np.ascontiguousarray(frame[:, ::-1])
-        t0 = time.perf_counter()
-        crop, self.box = self.framer.crop(frame, self.animator.frame_size)
-        self.clock.add("crop", (time.perf_counter() - t0) * 1000)
-        self.camera = frame
-        if self.passthrough:
-            self._emit(crop, stamp)
-        elif not self.worker.submit(crop, stamp, timeout=0.02):
-            self.pending = (crop, stamp)
-        return True
+        """Take a camera frame, if one came: to the worker, or straight out in pass-through; True when one came."""
+        got = self.intake.take(submit=not self.passthrough)
+        if got is not None:
+            self._emit(*got)
+        return self.intake.new_frame
 
     def _drain_results(self) -> bool:
         got = False
@@ -457,32 +530,8 @@ class _Loop:
         return got
 
     def _emit(self, frame: np.ndarray, stamp: float) -> None:
-        t0 = time.perf_counter()
-        img = to_uint8(frame)
-        self.out_size = self.out_size or (img.shape[1], img.shape[0])
-        if (img.shape[1], img.shape[0]) != self.out_size:  # another avatar's picture size
-            img = cv2.resize(img, self.out_size, interpolation=cv2.INTER_AREA)
-        for o in self.outlets:
-            o.send(img)
-        now = time.perf_counter()
-        self.clock.add("output", (now - t0) * 1000)
-        self.clock.add("latency", (time.monotonic() - stamp) * 1000)
-        self.avatar = img
-        self.stats.frames += 1
-        self.first_out = self.first_out or now
-        self.last_out = now
-        self.display.out_times.append(now)
-        if self.limit is not None and self.stats.frames >= self.limit:
+        if self.output.emit(frame, stamp):
             self.stop_reason = "frames"
-
-    def _check_stall(self) -> None:
-        stalled = self.capture.state is CaptureState.STALLED
-        if stalled and not self.stalled:
-            self.stats.stalls += 1
-            self.say(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
-        elif self.stalled and not stalled and self.capture.state is CaptureState.RUNNING:
-            self.say(f"[green]camera {self.capture.name} is back[/]")
-        self.stalled = stalled
 
     # -- shutdown -----------------------------------------------------------
     def _shutdown(self, live_line: Live | None) -> None:
@@ -505,11 +554,12 @@ class _Loop:
 
     def _final_stats(self) -> LiveStats:
         st = self.stats
-        st.seconds = self.last_out - self.first_out
-        st.first_frame_at = self.first_out
+        st.frames = self.output.frames
+        st.seconds = self.output.last - self.output.first
+        st.first_frame_at = self.output.first
         st.stage_ms = self.clock.medians()
         st.dropped = self.worker.dropped + getattr(self.capture, "dropped", 0)
-        st.stalls = max(st.stalls, getattr(self.capture, "stalls", 0))
+        st.stalls = max(self.intake.stalls, getattr(self.capture, "stalls", 0))
         st.stop_reason = self.stop_reason or "end of input"
         return st
 
@@ -521,11 +571,10 @@ class _Display:
 
     def __init__(self, loop: _Loop) -> None:
         self.loop = loop
-        self.out_times: deque[float] = deque(maxlen=60)
         self._info: tuple[float, list[str]] = (-1.0, [])
 
     def recent_fps(self) -> float:
-        t = self.out_times
+        t = self.loop.output.times
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
     def stage_text(self, per_line: int | None = None) -> list[str]:
@@ -534,8 +583,8 @@ class _Display:
         return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
 
     def status_line(self) -> str:
-        state = " | camera stalled, reconnecting" if self.loop.stalled else ""
-        return (f"{self.recent_fps():5.1f} fps | {self.loop.stats.frames} frames | "
+        state = " | camera stalled, reconnecting" if self.loop.intake.stalled else ""
+        return (f"{self.recent_fps():5.1f} fps | {self.loop.output.frames} frames | "
                 f"ms: {' '.join(self.stage_text())}{state}")
 
     def info(self) -> list[str]:
@@ -547,9 +596,9 @@ class _Display:
     def _info_lines(self) -> list[str]:
         lp, a = self.loop, self.loop.animator
         on = {True: "on", False: "off"}
-        lines = [f"{self.recent_fps():.1f} fps  {lp.stats.frames} frames, stage ms:", *self.stage_text(per_line=3),
+        lines = [f"{self.recent_fps():.1f} fps  {lp.output.frames} frames, stage ms:", *self.stage_text(per_line=3),
                  f"relative {on[bool(a.relative)]}  adapt {on[bool(a.adapt_scale)]}  "
-                 f"smooth {on[bool(getattr(a, 'smooth', False))]}  mirror {on[lp.mirror]}  h: keys"]
+                 f"smooth {on[bool(getattr(a, 'smooth', False))]}  mirror {on[lp.intake.mirror]}  h: keys"]
         dist = getattr(a, "pose_distance", None)
         if dist is not None:
             lines.append(f"pose distance to the avatar {dist:.3f}" + (" (searching)" if getattr(a, "searching", 0)
@@ -557,13 +606,13 @@ class _Display:
         return lines
 
     def draw(self) -> None:
-        lp = self.loop
-        if lp.camera is None or lp.preview is None:
+        lp, cam = self.loop, self.loop.intake
+        if cam.camera is None or lp.preview is None:
             return
         label = "camera pass-through" if lp.passthrough else (
             f"avatar {lp.source_idx + 1}/{len(lp.sources)}" if lp.sources else "avatar")
-        notice = "camera stalled: reconnecting..." if lp.stalled else None
-        lp.preview.show(PreviewView(camera=lp.camera, box=lp.box, avatar=lp.avatar,
+        notice = "camera stalled: reconnecting..." if cam.stalled else None
+        lp.preview.show(PreviewView(camera=cam.camera, box=cam.box, avatar=lp.output.avatar,
                                     keypoints=lp.kp if lp.show_kp and not lp.passthrough else None,
                                     label=label, notice=notice, info=self.info() if lp.show_info else [],
                                     help=lp.show_help))
