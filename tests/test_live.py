@@ -668,3 +668,30 @@ def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
     assert gaps.max() < 0.05, gaps.max()
     assert slow.frames == stats.frames  # the recording-like sink lost nothing
     assert {"vcam", "sink", "output"} <= set(stats.stage_ms)
+
+
+def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
+    from livepuppet.portrait import frame_portrait
+    from tests.test_portrait import wide_scene
+
+    make_clip(tmp_path / "clip.avi", 6)
+    portrait, notice = frame_portrait(wide_scene(), (64, 64))
+    assert notice is None and portrait.pasted
+    got = []
+
+    class Collect:
+        def send(self, frame):
+            got.append(frame)
+
+        def close(self):
+            pass
+
+    animator = FakeAnimator()
+    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [Collect()],
+                     sources=[portrait], console=quiet()[0])
+    assert stats.frames == 6 == len(got) and "paste" in stats.stage_ms
+    b = portrait.box
+    for frame in got:
+        assert frame.shape == (600, 900, 3)
+        assert np.array_equal(frame[:, :b.x], portrait.picture[:, :b.x])  # the room around the crop is untouched
+    np.testing.assert_allclose(animator.source, portrait.crop)  # the model animated the head crop

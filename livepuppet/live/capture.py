@@ -5,12 +5,12 @@ live camera must be drained continuously or its driver buffer fills with stale
 frames (seconds of lag). The thread owns the device; the consumer only sees
 RGB uint8 frames.
 
-Two delivery modes:
+Two delivery modes, two classes behind the one :class:`Capture` interface:
 
-* live camera: a one-frame slot. Each grab overwrites the slot and bumps a
+* live camera (:class:`LiveCapture`): a one-frame slot. Each grab overwrites the slot and bumps a
   sequence number; ``read`` returns the newest frame newer than the last one
   read, so a slow consumer drops stale frames instead of lagging behind.
-* file camera: a small bounded queue. Every frame is delivered in order and the
+* file camera (:class:`FileCapture`): a small bounded queue. Every frame is delivered in order and the
   reader thread blocks when the queue is full (backpressure); end of file ends
   the stream.
 

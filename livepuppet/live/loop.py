@@ -8,8 +8,15 @@ Threads, and why:
   for the model, or the preview freezes while a slow model runs;
 * worker thread: the only thread that touches the animator. It takes the
   newest cropped frames (up to ``batch``) and publishes predictions. Key
-  actions that change the animator (recalibrate, switch source, toggles) are
-  queued to it as commands, so the animator needs no locking.
+  actions that change the animator (recalibrate, switch source, best moment,
+  toggles) are queued to it as commands; a toggle flips its state there, so
+  two quick presses are two flips and the animator needs no locking;
+* one thread per output sink (outlet.py): virtual-camera pacing and video
+  encoding never hold up the keys or the preview.
+
+Key actions are one table, ``KEY_ACTIONS``. With paste-back portraits the
+model's output for the face crop is pasted into the whole picture before it
+goes out.
 
 With a live camera, frames the worker had no time for are dropped (newest
 wins: low latency). With a file camera every frame is animated in order and
