@@ -141,6 +141,19 @@ class FakeVCam:
         self.closed = True
 
 
+class Collect:
+    """An output sink that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.got: list[np.ndarray] = []
+
+    def send(self, frame: np.ndarray) -> None:
+        self.got.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
 def make_clip(path: Path, n: int, size: tuple[int, int] = (96, 128)) -> list[float]:
     """An MJPG clip whose frames get brighter and have a moving square; returns RGB means."""
     h, w = size
@@ -444,18 +457,10 @@ def test_file_camera_end_stops_the_loop(tmp_path):
     make_clip(tmp_path / "clip.avi", 9)
     animator, buf = FakeAnimator(), io.StringIO()
     console = Console(file=buf, force_terminal=True, width=200)  # a terminal gets the status line
-    got = []
-
-    class Collect:
-        def send(self, frame):
-            got.append(frame)
-
-        def close(self):
-            pass
-
-    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [Collect()],
+    sink = Collect()
+    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [sink],
                      frames=None, batch=4, sources=sources(), console=console)
-    assert stats.stop_reason == "end of input" and stats.frames == 9 == len(got)
+    assert stats.stop_reason == "end of input" and stats.frames == 9 == len(sink.got)
     assert "fps" in buf.getvalue() and "keys:" not in buf.getvalue()  # status line; no key list without preview
 
 
@@ -677,18 +682,10 @@ def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
     make_clip(tmp_path / "clip.avi", 6)
     portrait, notice = frame_portrait(wide_scene(), (64, 64))
     assert notice is None and portrait.pasted
-    got = []
-
-    class Collect:
-        def send(self, frame):
-            got.append(frame)
-
-        def close(self):
-            pass
-
-    animator = FakeAnimator()
-    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [Collect()],
+    animator, sink = FakeAnimator(), Collect()
+    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [sink],
                      sources=[portrait], console=quiet()[0])
+    got = sink.got
     assert stats.frames == 6 == len(got) and "paste" in stats.stage_ms
     b = portrait.box
     for frame in got:
