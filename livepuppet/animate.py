@@ -40,7 +40,8 @@ from rich.text import Text
 from .engines import Keypoints
 from .errors import MediaError
 from .media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image
-from .pipeline import Pipeline, layout
+from .pipeline import Pipeline, layout, pose_distance
+from .portrait import frame_portrait
 
 __all__ = ["run", "animate", "choose_best_frame"]
 
@@ -100,8 +101,7 @@ def choose_best_frame(pipeline: Pipeline, frames: Iterable[np.ndarray], batch: i
     for chunk in _batches(frames, batch):
         kp = pipeline.detect(chunk)
         for j, value in enumerate(kp.value):
-            dist = float(((layout(value) - target) ** 2).sum())
-            dist = dist if math.isfinite(dist) else math.inf  # a degenerate layout never wins over a real one
+            dist = pose_distance(value, target)  # a degenerate layout (inf) never wins over a real one
             if best_kp is None or dist < best_dist:
                 best_index, best_dist, best_kp = seen + j, dist, kp[j]
         seen += len(chunk)
@@ -136,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         folder = resolve_model(args.model)
         size = read_manifest(folder).frame_size
-        source = fit_frame(source_image, size)
+        portrait, notice = frame_portrait(source_image, size, args.paste_back)
+        source = portrait.crop
+        if notice:
+            console.print(notice, markup=False, highlight=False)
         writer = open_writer(args.output, driving.fps, driving.audio_source)
     except BaseException:
         driving.close()
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with writer, _progress(console) as progress:
             engine = open_from_args(folder, args)
-            pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale)
+            pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
+                                smoothing=args.smoothing, rate=driving.fps or 25.0)
             pipeline.set_source(source)
             if args.best_frame:
                 scan = progress.add_task("keypoints", total=total)
@@ -167,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             count = 0
             with driving:
                 for frame, pred in animate(pipeline, _fitted(driving, size, limit), batch):
-                    writer.write(np.concatenate([source, frame, pred], axis=1) if args.side_by_side else pred)
+                    writer.write(np.concatenate([source, frame, pred], axis=1) if args.side_by_side
+                                 else portrait.paste(pred))
                     count += 1
                     progress.advance(task)
             elapsed = time.perf_counter() - start

@@ -68,6 +68,24 @@ def _motion_args(p: argparse.ArgumentParser) -> None:
                    help="scale the movement by the source/driving face size ratio (default: on)")
 
 
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 (off) to 1 (strongest), got {text!r}")
+    return value
+
+
+def _picture_args(p: argparse.ArgumentParser, smoothing: float, why: str) -> None:
+    p.add_argument("--smoothing", type=_unit, default=smoothing,
+                   help=f"steady the driving keypoints, 0 (off) to 1 (strongest) (default {smoothing:g}{why})")
+    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
+                   help="animate a head crop of the portrait and paste it back into the whole picture "
+                        "(default: on when the portrait is larger than the crop)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livepuppet", description="Animate a portrait with your webcam (FOMM).")
     parser.add_argument("--version", action="version", version=f"livepuppet {__version__}")
@@ -93,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-size", type=_size, help="capture size WxH")
     p.add_argument("--no-preview", action="store_true", help="no window: feed the virtual camera / recording only")
     p.add_argument("--vcam", action="store_true", help="send the avatar to a virtual camera")
-    p.add_argument("--vcam-size", type=_size, default=(512, 512), help="virtual camera size WxH (default 512x512)")
+    p.add_argument("--vcam-size", type=_size,
+                   help="virtual camera size WxH (default: the portrait's size with paste-back, else 512x512)")
     p.add_argument("--vcam-fps", type=_positive, default=30, help="virtual camera frame rate (default 30)")
     p.add_argument("--record", type=Path, help="also record the avatar to this video file")
     p.add_argument("--frames", type=_positive, help="stop after N avatar frames")
@@ -101,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
     _motion_args(p)
+    from .smoothing import DEFAULT_STRENGTH
+    _picture_args(p, DEFAULT_STRENGTH, "; 's' toggles it")
 
     p = sub.add_parser("animate", help="a portrait + a driving video -> an animated video")
     p.add_argument("--source", required=True, type=Path, help="portrait image")
@@ -113,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-frame", action="store_true",
                    help="calibrate on the driving frame whose pose is nearest the source's")
     p.add_argument("--side-by-side", action="store_true", help="write source | driving | result panels")
+    _picture_args(p, 0.0, ", so that the output stays frame-exact")
 
     p = sub.add_parser("bench", help="what each stage costs on this machine")
     _engine_args(p)

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .live.cameras import CameraNode, video_nodes
 
 TF_TIMEOUT_S = 30.0
 CAMERA_TIMEOUT_S = 5.0
@@ -213,29 +213,10 @@ def _versions(report: Report, tf: _Probe | None) -> dict | None:
     return tf_info
 
 
-def _linux_video_nodes() -> list[tuple[int, str, bool]]:
-    """(number, name, is_virtual) for each /dev/video* capture node."""
-    nodes = []
-    for dev in glob.glob("/dev/video*"):
-        m = re.fullmatch(r"video(\d+)", os.path.basename(dev))
-        if not m:
-            continue
-        num = int(m.group(1))
-        sys_node = Path("/sys/class/video4linux") / f"video{num}"
-        if _read(sys_node / "index") not in ("", "0"):
-            continue  # a camera's metadata node, listed under its first node
-        try:
-            virtual = "/devices/virtual/" in os.path.realpath(sys_node)
-        except OSError:
-            virtual = False
-        nodes.append((num, _read(sys_node / "name"), virtual))
-    return sorted(nodes)
-
-
-def _camera_probe() -> tuple[_Probe | None, list[tuple[int, str, bool]]]:
+def _camera_probe() -> tuple[_Probe | None, list[CameraNode]]:
     """Start the cv2 probe (indices 0..4 that exist, all of them off Linux)."""
     if _linux():
-        nodes = _linux_video_nodes()
+        nodes = video_nodes()
         indices = [num for num, _name, _virtual in nodes if num in CAMERA_PROBE]
     else:
         nodes, indices = [], list(CAMERA_PROBE)
@@ -244,7 +225,7 @@ def _camera_probe() -> tuple[_Probe | None, list[tuple[int, str, bool]]]:
     return _Probe(_CAMERA_SCRIPT, json.dumps(indices), timeout=CAMERA_TIMEOUT_S), nodes
 
 
-def _cameras(report: Report, probe: _Probe | None, nodes: list[tuple[int, str, bool]]) -> None:
+def _cameras(report: Report, probe: _Probe | None, nodes: list[CameraNode]) -> None:
     opened: list[int] | None = None
     why = ""
     if probe is not None:

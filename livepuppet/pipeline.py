@@ -6,12 +6,14 @@ Used by ``animate`` (offline) and by the live loop; it only talks to an
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 
 import numpy as np
 
 from .engines import Engine, Keypoints, SourceData
+from .smoothing import DEFAULT_STRENGTH, KeypointSmoother
 
 
 class Pipeline:
@@ -21,11 +23,19 @@ class Pipeline:
     the calibration frame: relative motion is measured from its keypoints.
     """
 
-    def __init__(self, engine: Engine, relative: bool = True, adapt_scale: bool = True):
+    def __init__(self, engine: Engine, relative: bool = True, adapt_scale: bool = True,
+                 smoothing: float = 0.0, rate: float = 25.0):
         self.engine = engine
         self.frame_size = engine.frame_size
         self.relative = relative
         self.adapt_scale = adapt_scale
+        # The driving keypoints go through the One-Euro filter while ``smooth`` is on; a toggle
+        # (the live 's' key) turns a pipeline made with smoothing 0 on at the default strength.
+        self.smooth = smoothing > 0
+        self.smoother = KeypointSmoother(smoothing or DEFAULT_STRENGTH, rate)
+        self.pose_distance: float | None = None  # last driving frame's pose distance to the source's
+        self.searching = 0                       # frames left in a best-moment search (find_best)
+        self._best: tuple[float, Keypoints | None] = (math.inf, None)
         self.source: SourceData | None = None
         self.initial: Keypoints | None = None
         self._last: Keypoints | None = None
@@ -61,7 +71,12 @@ class Pipeline:
             raise RuntimeError("set_source() first")
         start = time.perf_counter()
         driving = self.engine.detect_keypoints(frames)
+        if self.smooth:
+            driving = self.smoother(driving)
+        else:
+            self.smoother.reset()  # turned on again later, it starts from the frame then
         start = self._timed("keypoints", start)
+        self._watch_pose(driving)
         if self.initial is None:
             self.initial = driving[0]
         self._last = driving
@@ -74,6 +89,29 @@ class Pipeline:
 
     def keypoints(self) -> np.ndarray | None:
         return None if self._last is None else self._last.value
+
+    def find_best(self, frames: int) -> None:
+        """Watch the next ``frames`` driving frames and calibrate on the one whose pose is nearest the source's."""
+        self.searching, self._best = max(1, int(frames)), (math.inf, None)
+
+    def _watch_pose(self, driving: Keypoints) -> None:
+        if self.source is None:
+            return
+        target = layout(self.source.keypoints.value[0])
+        for j, value in enumerate(driving.value):
+            self.pose_distance = pose_distance(value, target)
+            if self.searching:
+                if self._best[1] is None or self.pose_distance < self._best[0]:
+                    self._best = (self.pose_distance, driving[j])
+                self.searching -= 1
+                if not self.searching and self._best[1] is not None:
+                    self.initial = self._best[1]
+
+
+def pose_distance(value: np.ndarray, target_layout: np.ndarray) -> float:
+    """How far a keypoint layout is from a target layout (squared distance; a degenerate one is infinitely far)."""
+    dist = float(((layout(value) - target_layout) ** 2).sum())
+    return dist if math.isfinite(dist) else math.inf
 
 
 def layout(value: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ class FakeAnimator:
 
     def __init__(self, size: tuple[int, int] = (64, 64), delay: float = 0.0) -> None:
         self.frame_size = size
-        self.relative, self.adapt_scale = True, False
+        self.relative, self.adapt_scale, self.smooth = True, False, True
         self.timings: dict[str, float] = {}
         self.calls: list[tuple] = []
         self.threads: set[int] = set()
@@ -56,6 +56,9 @@ class FakeAnimator:
 
     def recalibrate(self) -> None:
         self.calls.append(("recalibrate",))
+
+    def find_best(self, frames: int) -> None:
+        self.calls.append(("find_best", frames))
 
     def animate(self, frames: np.ndarray) -> np.ndarray:
         assert frames.dtype == np.float32 and frames.shape[1:] == (*self.frame_size, 3)
@@ -136,6 +139,19 @@ class FakeVCam:
 
     def close(self) -> None:
         self.closed = True
+
+
+class Collect:
+    """An output sink that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.got: list[np.ndarray] = []
+
+    def send(self, frame: np.ndarray) -> None:
+        self.got.append(frame)
+
+    def close(self) -> None:
+        pass
 
 
 def make_clip(path: Path, n: int, size: tuple[int, int] = (96, 128)) -> list[float]:
@@ -441,18 +457,10 @@ def test_file_camera_end_stops_the_loop(tmp_path):
     make_clip(tmp_path / "clip.avi", 9)
     animator, buf = FakeAnimator(), io.StringIO()
     console = Console(file=buf, force_terminal=True, width=200)  # a terminal gets the status line
-    got = []
-
-    class Collect:
-        def send(self, frame):
-            got.append(frame)
-
-        def close(self):
-            pass
-
-    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [Collect()],
+    sink = Collect()
+    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [sink],
                      frames=None, batch=4, sources=sources(), console=console)
-    assert stats.stop_reason == "end of input" and stats.frames == 9 == len(got)
+    assert stats.stop_reason == "end of input" and stats.frames == 9 == len(sink.got)
     assert "fps" in buf.getvalue() and "keys:" not in buf.getvalue()  # status line; no key list without preview
 
 
@@ -591,3 +599,96 @@ def test_preview_keys_and_avatar_view(tmp_path, xdisplay):
     last = cv2.imread(str(tmp_path / "last.png"))[:, :, ::-1]
     assert _shows_green_avatar(last), "the composed preview lacks the avatar view"
     assert shot is None or _shows_green_avatar(shot), "the avatar view (green source) is not on screen"
+
+
+# -- the main thread never waits ----------------------------------------------
+
+class ToggleLog(FakeAnimator):
+    """Records every assignment of a toggle, on whichever thread it happens."""
+
+    TOGGLES = ("relative", "adapt_scale", "smooth")
+
+    def __setattr__(self, name, value):
+        if name in self.TOGGLES and name in self.__dict__:
+            self.__dict__.setdefault("flips", []).append((name, value, threading.get_ident()))
+        super().__setattr__(name, value)
+
+
+class ScriptedPreview:
+    """A preview that presses ``keys`` one per poll, then 'q' once ``frames`` frames were shown."""
+
+    def __init__(self, keys: str, frames: int) -> None:
+        self.keys, self.frames = list(keys), frames
+        self.polls: list[float] = []
+        self.shown = 0
+
+    def show(self, view) -> None:
+        self.shown += view.avatar is not None
+
+    def poll_key(self):
+        self.polls.append(time.monotonic())
+        if self.keys:
+            return self.keys.pop(0)
+        return "q" if self.shown >= self.frames else None
+
+    def close(self) -> None:
+        pass
+
+
+class SlowVCam(FakeVCam):
+    def sleep_until_next_frame(self) -> None:
+        time.sleep(0.06)  # pacing to a slow virtual camera: more than a poll interval
+
+
+class SlowSink:
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def send(self, frame) -> None:
+        time.sleep(0.06)  # an encoder that takes longer than a poll interval
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
+    animator = ToggleLog(delay=0.02)
+    keys = "rarsrrsaraar" + "rsrrb"  # r x9, a x4, s x3, then b, on consecutive polls (about 10 ms apart)
+    preview = ScriptedPreview(keys, frames=15)
+    vcam = VirtualCameraSink(64, 64, 30, camera_factory=lambda **kw: SlowVCam(**kw))
+    slow = SlowSink()
+    cap = open_camera(0, opener=FakeCamera(interval=0.01))
+    stats = run_live(animator, cap, FaceFramer(enabled=False), [preview, vcam, slow], sources=sources(),
+                     console=quiet()[0])
+    assert stats.stop_reason == "quit"
+    flips = animator.__dict__.get("flips", [])
+    counts = {t: sum(1 for name, *_ in flips if name == t) for t in ToggleLog.TOGGLES}
+    assert counts == {"relative": keys.count("r"), "adapt_scale": keys.count("a"), "smooth": keys.count("s")}
+    assert (animator.relative, animator.adapt_scale, animator.smooth) == (False, False, False)  # odd, even, odd
+    assert {tid for *_, tid in flips} <= animator.threads  # flipped on the worker, by commands
+    assert ("find_best", 75) in animator.calls  # 'b': 3 s at the camera's 25 fps (unknown rate: 25)
+    gaps = np.diff(preview.polls)
+    print(f"poll interval: median {np.median(gaps) * 1000:.1f} ms, max {gaps.max() * 1000:.1f} ms")
+    assert gaps.max() < 0.05, gaps.max()
+    assert slow.frames == stats.frames  # the recording-like sink lost nothing
+    assert {"vcam", "sink", "output"} <= set(stats.stage_ms)
+
+
+def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
+    from livepuppet.portrait import frame_portrait
+    from tests.test_portrait import wide_scene
+
+    make_clip(tmp_path / "clip.avi", 6)
+    portrait, notice = frame_portrait(wide_scene(), (64, 64))
+    assert notice is None and portrait.pasted
+    animator, sink = FakeAnimator(), Collect()
+    stats = run_live(animator, open_camera(str(tmp_path / "clip.avi")), FaceFramer(enabled=False), [sink],
+                     sources=[portrait], console=quiet()[0])
+    got = sink.got
+    assert stats.frames == 6 == len(got) and "paste" in stats.stage_ms
+    b = portrait.box
+    for frame in got:
+        assert frame.shape == (600, 900, 3)
+        assert np.array_equal(frame[:, :b.x], portrait.picture[:, :b.x])  # the room around the crop is untouched
+    np.testing.assert_allclose(animator.source, portrait.crop)  # the model animated the head crop

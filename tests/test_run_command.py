@@ -141,7 +141,8 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
 # -- recording headless --------------------------------------------------------
 
 def test_headless_recording_of_twelve_frames(assets, tmp_path):
-    r = _run(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12"), tmp_path)
+    # --smoothing 0: a random-weight model's keypoints jump like noise, which the filter is there to hold still
+    r = _run(_args(assets, "--no-preview", "--record", "out.mp4", "--frames", "12", "--smoothing", "0"), tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     frames, reason, _ = _summary(r.stderr)
@@ -153,7 +154,7 @@ def test_headless_recording_of_twelve_frames(assets, tmp_path):
     # this process (pytest, after the TensorFlow tests) is several GB: a peak that counted the parent would show it
     assert 0 < first_frame < 120 and 50 < peak < 1500, startup.group(0)
     video = _frames(tmp_path / "out.mp4")
-    assert len(video) == 12 and video[0].shape == (SIZE, SIZE, 3)
+    assert len(video) == 12 and video[0].shape == (220, 210, 3)  # paste-back: the whole portrait, at its size
     diffs = [float(np.abs(a - b).mean()) for a, b in zip(video, video[1:])]
     assert min(diffs) > 0.004, diffs  # the avatar moves with the driving clip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out.mp4"]  # nothing else left

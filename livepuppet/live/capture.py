@@ -5,12 +5,12 @@ live camera must be drained continuously or its driver buffer fills with stale
 frames (seconds of lag). The thread owns the device; the consumer only sees
 RGB uint8 frames.
 
-Two delivery modes:
+Two delivery modes, two classes behind the one :class:`Capture` interface:
 
-* live camera: a one-frame slot. Each grab overwrites the slot and bumps a
+* live camera (:class:`LiveCapture`): a one-frame slot. Each grab overwrites the slot and bumps a
   sequence number; ``read`` returns the newest frame newer than the last one
   read, so a slow consumer drops stale frames instead of lagging behind.
-* file camera: a small bounded queue. Every frame is delivered in order and the
+* file camera (:class:`FileCapture`): a small bounded queue. Every frame is delivered in order and the
   reader thread blocks when the queue is full (backpressure); end of file ends
   the stream.
 
@@ -22,20 +22,18 @@ backoff, and the stream resumes when frames return.
 from __future__ import annotations
 
 import enum
-import glob
 import os
 import queue
-import re
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from livepuppet.errors import CameraError
+from livepuppet.live.cameras import list_cameras
 
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://")
 
@@ -64,22 +62,23 @@ _END = object()
 
 
 class Capture:
-    """A frame source read on its own thread; see the module docstring."""
+    """A frame source read on its own thread; see the module docstring.
 
-    def __init__(self, opener: Callable[[], FrameSource], *, live: bool, name: str,
-                 source: FrameSource | None = None, stall_after: float = 1.0,
-                 backoff: tuple[float, float] = (0.25, 4.0), queue_size: int = 4) -> None:
-        self.live, self.name = live, name
+    The two delivery modes are the two subclasses, :class:`LiveCapture` and
+    :class:`FileCapture`; this base owns the thread, the device and the
+    timings, and both present the same consumer interface.
+    """
+
+    live = False
+
+    def __init__(self, opener: Callable[[], FrameSource], *, name: str, source: FrameSource | None = None,
+                 stall_after: float = 1.0, backoff: tuple[float, float] = (0.25, 4.0), queue_size: int = 4) -> None:
+        self.name = name
         self.stall_after, self.backoff = stall_after, backoff
         self._opener = opener
         self._src = source
         self._cond = threading.Condition()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._frame: np.ndarray | None = None
-        self._seq = 0          # frames grabbed
-        self._read_seq = 0     # last seq handed to the consumer
-        self._stamp = 0.0      # monotonic time of the newest grab
         self._state = CaptureState.RUNNING
         self._ended = False
         self.stalls = 0        # stall episodes so far
@@ -96,18 +95,12 @@ class Capture:
 
     @property
     def state(self) -> CaptureState:
-        """Running/stalled/ended; a live camera silent for ``stall_after`` counts as stalled
-        even while its read call is still blocked."""
-        with self._cond:
-            if (self.live and self._state is CaptureState.RUNNING and self._seq
-                    and time.monotonic() - self._stamp > self.stall_after):
-                return CaptureState.STALLED
-            return self._state
+        """Running/stalled/ended/closed."""
+        return self._state
 
     def wait_first_frame(self, timeout: float) -> bool:
-        """Wait until a live camera grabbed its first frame; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._seq > 0, timeout)
+        """Wait until the first frame was grabbed; False on timeout."""
+        return True
 
     @property
     def ended(self) -> bool:
@@ -115,34 +108,8 @@ class Capture:
         return self._ended
 
     def read(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
-        """The next frame as ``(seq, rgb_uint8)``, or None on timeout / end of stream.
-
-        Live: the newest frame not read yet (skipped seqs were dropped).
-        File: the next frame in order.
-        """
-        if self._stop.is_set():
-            return None
-        if not self.live:
-            if self._ended:
-                return None
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                return None
-            if item is _END:
-                self._ended = True
-                return None
-            seq, frame, self.last_read_stamp = item
-            return seq, frame
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._seq > self._read_seq or self._stop.is_set(),
-                                       timeout):
-                return None
-            if self._seq <= self._read_seq or self._stop.is_set():
-                return None
-            self._read_seq = self._seq
-            self.last_read_stamp = self._stamp
-            return self._seq, self._frame  # type: ignore[return-value]
+        """The next frame as ``(seq, rgb_uint8)``, or None on timeout / end of stream."""
+        raise NotImplementedError
 
     def release(self) -> None:
         """Stop the thread and release the device; safe to call twice."""
@@ -172,9 +139,12 @@ class Capture:
 
     def _run(self) -> None:
         try:
-            self._run_live() if self.live else self._run_file()
+            self._pump()
         finally:
             self._close_source()  # also when release() gave up joining a blocked read
+
+    def _pump(self) -> None:
+        raise NotImplementedError
 
     def _grab(self) -> np.ndarray | None:
         t0 = time.perf_counter()
@@ -188,7 +158,29 @@ class Capture:
         self.read_ms.append((time.perf_counter() - t0) * 1000)
         return rgb
 
-    def _run_file(self) -> None:
+
+class FileCapture(Capture):
+    """A video file: every frame in order through a small bounded queue (the reader blocks when it is full)."""
+
+    def __init__(self, opener: Callable[[], FrameSource], *, queue_size: int = 4, **kw: object) -> None:
+        super().__init__(opener, **kw)  # type: ignore[arg-type]
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+
+    def read(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """The next frame in order."""
+        if self._stop.is_set() or self._ended:
+            return None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._ended = True
+            return None
+        seq, frame, self.last_read_stamp = item
+        return seq, frame
+
+    def _pump(self) -> None:
         seq = 0
         while not self._stop.is_set():
             frame = self._grab()
@@ -204,7 +196,45 @@ class Capture:
                 return
             seq += 1
 
-    def _run_live(self) -> None:
+
+class LiveCapture(Capture):
+    """A live camera: a one-frame slot, newest frame wins; reconnects with backoff when it stalls."""
+
+    live = True
+
+    def __init__(self, opener: Callable[[], FrameSource], **kw: object) -> None:
+        kw.pop("queue_size", None)
+        super().__init__(opener, **kw)  # type: ignore[arg-type]
+        self._frame: np.ndarray | None = None
+        self._seq = 0          # frames grabbed
+        self._read_seq = 0     # last seq handed to the consumer
+        self._stamp = 0.0      # monotonic time of the newest grab
+
+    @property
+    def state(self) -> CaptureState:
+        """A camera silent for ``stall_after`` counts as stalled even while its read call is still blocked."""
+        with self._cond:
+            if (self._state is CaptureState.RUNNING and self._seq
+                    and time.monotonic() - self._stamp > self.stall_after):
+                return CaptureState.STALLED
+            return self._state
+
+    def wait_first_frame(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._seq > 0, timeout)
+
+    def read(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """The newest frame not read yet (skipped seqs were dropped)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._seq > self._read_seq or self._stop.is_set(), timeout):
+                return None
+            if self._seq <= self._read_seq or self._stop.is_set():
+                return None
+            self._read_seq = self._seq
+            self.last_read_stamp = self._stamp
+            return self._seq, self._frame  # type: ignore[return-value]
+
+    def _pump(self) -> None:
         delay = self.backoff[0]
         failing_since: float | None = None
         while not self._stop.is_set():
@@ -293,44 +323,6 @@ def cv2_opener(spec: int | str) -> FrameSource:
         log.setLogLevel(old)
 
 
-def list_cameras(probe: int = 10, budget_s: float = 3.0, *, dev: str = "/dev",
-                 sysfs: str = "/sys/class/video4linux") -> list[str]:
-    """Cameras that exist, as ``"index (name)"`` strings.
-
-    Linux: the /dev/video* capture nodes named in sysfs, without opening them
-    (opening can take a second each). Elsewhere: indices 0..probe-1 that open,
-    within a time budget.
-    """
-    if sys.platform.startswith("linux"):
-        found = []
-        nums = sorted(int(m.group(1)) for d in glob.glob(os.path.join(dev, "video*"))
-                      if (m := re.fullmatch(r"video(\d+)", os.path.basename(d))))
-        for num in nums:
-            node = Path(sysfs) / f"video{num}"
-            if _read(node / "index") not in ("", "0"):
-                continue  # metadata node of a camera listed under its other index
-            name = _read(node / "name")
-            found.append(f"{num} ({name})" if name else str(num))
-        return found
-    import cv2
-    found, t0 = [], time.monotonic()
-    for i in range(probe):
-        if time.monotonic() - t0 > budget_s:
-            break
-        cap = cv2.VideoCapture(i)
-        if cap.isOpened():
-            found.append(str(i))
-        cap.release()
-    return found
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
 def _missing_camera(index: int, cameras: list[str]) -> CameraError:
     if not cameras:
         return CameraError(f"camera {index} not found: no cameras found; plug one in, "
@@ -373,7 +365,8 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
         if is_index:
             raise _missing_camera(int(spec), (lister or list_cameras)())
         raise CameraError(f"cannot open video {spec}: unreadable or unsupported format")
-    cap = Capture(open_once, live=live, name=str(spec), source=src, **capture_kw).start()  # type: ignore[arg-type]
+    kind = LiveCapture if live else FileCapture
+    cap = kind(open_once, name=str(spec), source=src, **capture_kw).start()  # type: ignore[arg-type]
     if live and not cap.wait_first_frame(first_frame_timeout):
         cap.release()
         raise CameraError(f"camera {spec} opened but sent no frames; close other apps using it "

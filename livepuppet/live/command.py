@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
@@ -41,10 +42,29 @@ def load_sources(paths: list[Path]) -> list[Path]:
     return found
 
 
-def read_sources(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
-    from ..media import fit_frame, read_image
+def read_sources(images: list[np.ndarray], size: tuple[int, int], paste_back: bool | None = None,
+                 say: Callable[[str], object] | None = None) -> list:
+    """The portraits to animate, each framed for a model of frame ``size``; notices go to ``say``."""
+    from ..portrait import frame_portrait
 
-    return [fit_frame(read_image(p), size) for p in paths]
+    portraits = []
+    for image in images:
+        portrait, notice = frame_portrait(image, size, paste_back)
+        if notice and say is not None:
+            say(notice)
+        portraits.append(portrait)
+    return portraits
+
+
+def vcam_size(args: argparse.Namespace, images: list[np.ndarray]) -> tuple[int, int]:
+    """--vcam-size, else the first portrait's picture size with paste-back (capped at 1280x720), else 512x512."""
+    if args.vcam_size:
+        return args.vcam_size
+    portrait = read_sources(images[:1], (256, 256), args.paste_back)[0]
+    if portrait.picture is None:
+        return (512, 512)
+    h, w = portrait.picture.shape[:2]
+    return (w - w % 2, h - h % 2)  # even sizes: what video formats and loopback devices accept
 
 
 def process_age() -> float | None:
@@ -97,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     source_paths = load_sources(args.source)
     from ..media import read_image
+    from ..portrait import cap_size
 
-    for path in source_paths:
-        read_image(path)  # unreadable sources fail now, before the model loads
+    images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
     from ..commands import resolve_model
     from ..engines import open_from_args
     from ..pipeline import Pipeline
@@ -115,16 +135,18 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(preview.close)
             sinks.append(preview)
         if args.vcam:
-            vcam = VirtualCameraSink(*args.vcam_size, args.vcam_fps)
+            w, h = vcam_size(args, images)
+            vcam = VirtualCameraSink(w, h, args.vcam_fps)
             stack.callback(vcam.close)
             sinks.append(vcam)
-            console.print(f"virtual camera: {vcam.device or 'on'} ({args.vcam_size[0]}x{args.vcam_size[1]})")
+            console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
         model = resolve_model(args.model, download_ok=True, yes=args.yes)
         engine = open_from_args(model, args)
-        pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale)
-        sources = read_sources(source_paths, pipeline.frame_size)
+        sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
         capture = open_camera(args.camera, args.camera_size)
         stack.callback(capture.release)
+        pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
+                            smoothing=args.smoothing, rate=getattr(capture, "fps", None) or DEFAULT_RECORD_FPS)
         if args.record:
             fps = getattr(capture, "fps", None) or DEFAULT_RECORD_FPS
             record = RecordingSink(args.record, fps, realtime=capture.live)  # live: plays at real speed

@@ -2,8 +2,8 @@
 
 Why: FOMM was trained on VoxCeleb crops (head and a little shoulder, centred,
 filling most of the frame). A raw 16:9 webcam frame squashed to 256x256 drives
-the model badly, so we follow the face with OpenCV's bundled Haar cascade (no
-extra download) and cut a vox-like crop around it.
+the model badly, so we follow the face with a face detector (faces.py: BlazeFace
+on LiteRT, or OpenCV's Haar cascade) and cut a vox-like crop around it.
 
 Stability matters more than precision: a crop box that jitters makes the whole
 avatar shake. The detected box only moves the *target* when it leaves a small
@@ -17,10 +17,14 @@ frame (zoomed far out) it shrinks to the largest box that fits.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from livepuppet.faces import Face, FaceDetector, face_detector
 
 
 class Box(NamedTuple):
@@ -36,6 +40,27 @@ class Box(NamedTuple):
         return self.x + self.w / 2, self.y + self.h / 2
 
 
+def face_target(face: Face, enlarge: float = 1.8) -> tuple[float, float, float]:
+    """A face box -> the vox-like crop around it: (cx, cy, side), a square ``enlarge`` times the face.
+
+    Face boxes span brows..mouth; the centre moves down a little so chin and neck fit.
+    """
+    side = float(face.h)
+    return float(face.x + face.w / 2), float(face.y + face.h / 2 + 0.1 * side), side * enlarge
+
+
+def square_box(target: tuple[float, float, float], shape: tuple[int, int], aspect: float = 1.0) -> Box:
+    """The crop box for (cx, cy, side) in a frame of ``shape`` (h, w): shifted inside, never padded."""
+    h, w = shape
+    cx, cy, side = target
+    side = float(np.clip(side, 16, min(h, w / aspect)))
+    bh = int(round(side))
+    bw = min(w, int(round(side * aspect)))
+    x = int(round(np.clip(cx - bw / 2, 0, w - bw)))
+    y = int(round(np.clip(cy - bh / 2, 0, h - bh)))
+    return Box(x, y, bw, bh)
+
+
 class FaceFramer:
     """Face-following crop with manual zoom/pan on top; ``enabled=False`` = centre crop.
 
@@ -44,17 +69,16 @@ class FaceFramer:
     """
 
     def __init__(self, enabled: bool = True, *, detect_every: int = 3, enlarge: float = 1.8,
-                 smoothing: float = 0.3, dead_zone: float = 0.05, detect_short_side: int = 240,
-                 zoom_step: float = 1.1, pan_step: float = 0.05) -> None:
+                 smoothing: float = 0.3, dead_zone: float = 0.05,
+                 zoom_step: float = 1.1, pan_step: float = 0.05, detector: FaceDetector | None = None) -> None:
         self.enabled = enabled
         self.detect_every = max(1, detect_every)
         self.enlarge, self.smoothing, self.dead_zone = enlarge, smoothing, dead_zone
-        self.detect_short_side = detect_short_side
         self.zoom_step, self.pan_step = zoom_step, pan_step
         self.zoom = 1.0
         self.pan_xy = [0.0, 0.0]  # in units of the crop height, so panning scales with zoom
-        self._cascade = cv2.CascadeClassifier(
-            cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
+        self.detector = detector  # None: face_detector() at the first detection
+        self.detect_ms: deque[float] = deque(maxlen=10000)
         self._state: np.ndarray | None = None   # eased (cx, cy, side)
         self._target: np.ndarray | None = None  # last accepted detection
         self._shape: tuple[int, int] | None = None
@@ -80,27 +104,20 @@ class FaceFramer:
     def detect(self, frame: np.ndarray) -> tuple[float, float, float] | None:
         """The largest face (or the one nearest the tracked one) as the crop
         target (cx, cy, crop height) in frame pixels, or None."""
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.detect_short_side / min(h, w))
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        # No histogram equalisation: Haar windows are variance-normalised already, and
-        # equalising a frame dominated by a plain wall loses the face.
-        side = max(20, int(0.1 * min(gray.shape)))
-        faces = self._cascade.detectMultiScale(gray, scaleFactor=1.15, minNeighbors=5, minSize=(side, side))
-        if len(faces) == 0:
+        if self.detector is None:
+            self.detector = face_detector()
+        t0 = time.perf_counter()
+        faces = self.detector(frame)
+        self.detect_ms.append((time.perf_counter() - t0) * 1000)
+        if not faces:
             return None
-        boxes = np.asarray(faces, dtype=np.float64) / scale
+        boxes = np.asarray([f[:4] for f in faces], dtype=np.float64)
         centres = boxes[:, :2] + boxes[:, 2:] / 2
         if self._target is not None:
             pick = int(np.argmin(np.hypot(*(centres - self._target[:2]).T)))
         else:
             pick = int(np.argmax(boxes[:, 2] * boxes[:, 3]))
-        fx, fy = centres[pick]
-        fside = float(boxes[pick, 3])
-        # Haar boxes span brows..mouth; shift down a little so chin and neck fit.
-        return float(fx), float(fy + 0.1 * fside), fside * self.enlarge
+        return face_target(faces[pick], self.enlarge)
 
     def _update(self, frame: np.ndarray) -> None:
         shape = frame.shape[:2]
@@ -133,13 +150,7 @@ class FaceFramer:
         else:
             cx, cy, side = w / 2, h / 2, max_side
         side = float(np.clip(side / self.zoom, 16, max_side))
-        cx += self.pan_xy[0] * side
-        cy += self.pan_xy[1] * side
-        bh = int(round(side))
-        bw = min(w, int(round(side * aspect)))
-        x = int(round(np.clip(cx - bw / 2, 0, w - bw)))
-        y = int(round(np.clip(cy - bh / 2, 0, h - bh)))
-        return Box(x, y, bw, bh)
+        return square_box((cx + self.pan_xy[0] * side, cy + self.pan_xy[1] * side, side), (h, w), aspect)
 
     def crop(self, frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Box]:
         """Cut this frame's box and resize it to the model's ``size`` (h, w).

@@ -12,6 +12,7 @@ from __future__ import annotations
 #: The key list printed at start and shown by the help overlay, in order.
 KEY_HELP: tuple[tuple[str, str], ...] = (
     ("c", "recalibrate: your current pose becomes the neutral pose"),
+    ("b", "best moment: for a few seconds, calibrate on the pose nearest the avatar's"),
     ("n / p", "next / previous source avatar"),
     ("0", "pass the camera through (toggle)"),
     ("f", "mirror the camera (toggle)"),
@@ -20,12 +21,13 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
     ("k", "keypoint overlay (toggle)"),
     ("r", "relative motion (toggle)"),
     ("a", "adapt movement scale (toggle)"),
+    ("s", "keypoint smoothing (toggle)"),
     ("i", "info overlay: fps and per-stage ms (toggle)"),
     ("h", "this help (toggle)"),
     ("q / Esc", "quit"),
 )
 
-_LETTERS = "cnp0fkraihq"
+_LETTERS = "cbnp0fkrasihq"
 
 _SPECIAL: dict[int, str] = {
     27: "esc",

@@ -8,8 +8,15 @@ Threads, and why:
   for the model, or the preview freezes while a slow model runs;
 * worker thread: the only thread that touches the animator. It takes the
   newest cropped frames (up to ``batch``) and publishes predictions. Key
-  actions that change the animator (recalibrate, switch source, toggles) are
-  queued to it as commands, so the animator needs no locking.
+  actions that change the animator (recalibrate, switch source, best moment,
+  toggles) are queued to it as commands; a toggle flips its state there, so
+  two quick presses are two flips and the animator needs no locking;
+* one thread per output sink (outlet.py): virtual-camera pacing and video
+  encoding never hold up the keys or the preview.
+
+Key actions are one table, ``KEY_ACTIONS``. With paste-back portraits the
+model's output for the face crop is pasted into the whole picture before it
+goes out.
 
 With a live camera, frames the worker had no time for are dropped (newest
 wins: low latency). With a file camera every frame is animated in order and
@@ -18,6 +25,7 @@ the stages apply backpressure instead.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import statistics
@@ -25,7 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -36,7 +44,9 @@ from rich.text import Text
 from livepuppet.live.capture import Capture, CaptureState
 from livepuppet.live.framing import Box, FaceFramer
 from livepuppet.live.keys import help_lines
+from livepuppet.live.outlet import Outlet
 from livepuppet.live.sinks import PreviewView, to_uint8
+from livepuppet.portrait import Portrait
 
 
 class Animator(Protocol):
@@ -45,12 +55,14 @@ class Animator(Protocol):
     frame_size: tuple[int, int]  # (h, w) the model wants
     relative: bool
     adapt_scale: bool
+    smooth: bool                 # keypoint smoothing on/off (the strength is the animator's)
     timings: dict[str, float]    # last per-stage milliseconds
 
     def set_source(self, image: np.ndarray) -> None: ...
     def recalibrate(self) -> None: ...
     def animate(self, frames: np.ndarray) -> np.ndarray: ...
     def keypoints(self) -> np.ndarray | None: ...
+    def find_best(self, frames: int) -> None: ...  # calibrate on the nearest pose of the next ``frames``
 
 
 class Sink(Protocol):
@@ -113,6 +125,7 @@ class _Worker(threading.Thread):
         self.input_closed = self.stopping = False
         self.error: BaseException | None = None
         self.dropped = 0
+        self.tag: int | None = None  # which source the results belong to (set by its command)
 
     def submit(self, crop: np.ndarray, stamp: float, timeout: float) -> bool:
         """Queue a crop; live: drops the oldest beyond ``batch``; file: False if still full."""
@@ -173,7 +186,7 @@ class _Worker(threading.Thread):
         out = np.asarray(self.animator.animate(np.stack([c for c, _ in take])))
         timings = {"inference": (time.perf_counter() - t0) * 1000, **self.animator.timings}
         kp = self.animator.keypoints()
-        self._put((out, None if kp is None else np.asarray(kp)[-1], timings, [s for _, s in take]))
+        self._put((out, None if kp is None else np.asarray(kp)[-1], timings, [s for _, s in take], self.tag))
 
     def _put(self, item: object) -> None:
         while not self.stopping:
@@ -187,7 +200,7 @@ class _Worker(threading.Thread):
 class _StageClock:
     """Per-stage millisecond samples: recent medians for display, run medians for stats."""
 
-    FIRST, LAST = ("capture", "crop", "inference"), ("output", "latency")
+    FIRST, LAST = ("capture", "detect", "crop", "inference"), ("paste", "output", "preview", "vcam", "record", "latency")
 
     def __init__(self, capture_ms: deque[float]) -> None:
         self.samples: dict[str, deque[float]] = {"capture": capture_ms}
@@ -208,66 +221,252 @@ class _StageClock:
         return {k: meds[k] for k in keys}
 
 
-def _prepare_source(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
+def _portrait(src: "np.ndarray | Portrait", size: tuple[int, int]) -> Portrait:
+    """A plain image is animated whole (no paste-back), as before portraits existed."""
+    if isinstance(src, Portrait):
+        return src
+    img = src.astype(np.float32) / 255.0 if src.dtype == np.uint8 else src
     if img.shape[:2] != tuple(size):
         img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img[..., :3], dtype=np.float32)
+    return Portrait(crop=np.ascontiguousarray(img[..., :3], dtype=np.float32))
 
 
 def run_live(animator: Animator, capture: Capture, framer: FaceFramer, sinks: Sequence[Sink | Preview], *,
-             frames: int | None = None, batch: int = 1, sources: Sequence[np.ndarray] = (),
-             console: Console | None = None, mirror: bool = False) -> LiveStats:
+             frames: int | None = None, batch: int = 1, sources: Sequence[np.ndarray | Portrait] = (),
+             console: Console | None = None, mirror: bool = False, best_seconds: float = 3.0) -> LiveStats:
     """Run until q/Esc, end of a file camera, ``frames`` output frames, Ctrl-C or SIGTERM.
 
     ``sinks`` may contain one preview (anything with show/poll_key) and any
-    number of output sinks (send/close). ``sources`` are the avatars that n/p
-    cycle through; the loop itself sets ``sources[0]`` before the first frame.
+    number of output sinks (send/close), each fed from its own thread. ``sources``
+    are the avatars that n/p cycle through (images, or portraits with
+    paste-back); the loop itself sets ``sources[0]`` before the first frame.
     The camera, the sinks and the worker are always released/closed.
     """
     return _Loop(animator, capture, framer, sinks, frames, batch, sources,
-                 console or Console(stderr=True), mirror).run()
+                 console or Console(stderr=True), mirror, best_seconds).run()
+
+
+# -- key actions: one function per key, looked up in KEY_ACTIONS ------------
+
+def _quit(loop: "_Loop", key: str) -> None:
+    loop.stop_reason = "quit"
+
+
+def _recalibrate(loop: "_Loop", key: str) -> None:
+    loop.worker.command(lambda an: an.recalibrate())
+    loop.say("recalibrating: the next frame is the neutral pose")
+
+
+def _switch_source(loop: "_Loop", key: str) -> None:
+    if len(loop.sources) > 1:
+        loop.source_idx = (loop.source_idx + (1 if key == "n" else -1)) % len(loop.sources)
+        loop.set_source(loop.source_idx)
+        loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+
+
+def _find_best(loop: "_Loop", key: str) -> None:
+    n = max(1, round(loop.best_seconds * (loop.capture.fps or 25.0)))
+    loop.worker.command(lambda an: an.find_best(n))
+    loop.say(f"best moment: watching {n} frames for the pose nearest the avatar's, then calibrating on it")
+
+
+def _pan(loop: "_Loop", key: str) -> None:
+    loop.framer.pan(*{"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key])
+
+
+def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop) -> Callable[["_Loop", str], None]:
+    """A toggle of the loop's own state (the view): flipped on the main thread at once."""
+    def act(loop: "_Loop", key: str) -> None:
+        owner = part(loop)
+        setattr(owner, attr, not getattr(owner, attr))
+    return act
+
+
+def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
+    """A toggle of the animator's state: a command that flips it on the worker, so no press is lost."""
+    def act(loop: "_Loop", key: str) -> None:
+        def flip(an: Animator) -> None:
+            value = not getattr(an, attr)
+            setattr(an, attr, value)
+            loop.say(f"{label}: {'on' if value else 'off'}")
+        loop.worker.command(flip)
+    return act
+
+
+KEY_ACTIONS: dict[str, Callable[["_Loop", str], None]] = {
+    "q": _quit, "esc": _quit, "c": _recalibrate, "b": _find_best, "n": _switch_source, "p": _switch_source,
+    "0": _flip("passthrough"), "f": _flip("mirror", lambda loop: loop.intake), "k": _flip("show_kp"), "i": _flip("show_info"),
+    "h": _flip("show_help"), "+": lambda loop, key: loop.framer.zoom_in(),
+    "-": lambda loop, key: loop.framer.zoom_out(), **dict.fromkeys(("left", "right", "up", "down"), _pan),
+    "r": _flip_model("relative", "relative"), "a": _flip_model("adapt_scale", "adapt scale"),
+    "s": _flip_model("smooth", "smoothing"),
+}
+@contextlib.contextmanager
+def _stop_signals(loop: "_Loop") -> Iterator[None]:
+    """SIGTERM and Ctrl-C set the loop's stop reason (it sees it within ~20 ms) while the loop runs.
+
+    A flag, not KeyboardInterrupt: an exception landing between a sink's write
+    and the frame count would leave a recording with one frame more than the
+    summary reports. A second Ctrl-C raises, for when the shutdown itself hangs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = []
+
+    def on_term(signum: int, frame: object) -> None:
+        loop.stop_reason = loop.stop_reason or "terminated"
+
+    def on_int(signum: int, frame: object) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        loop.stop_reason = loop.stop_reason or "interrupted"
+
+    old_term, old_int = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
+
+
+class _Output:
+    """Frames out: to every sink's outlet at one size, counted and timed."""
+
+    def __init__(self, outlets: list[Outlet], clock: _StageClock, limit: int | None) -> None:
+        self.outlets, self.clock, self.limit = outlets, clock, limit
+        self.size: tuple[int, int] | None = None  # (w, h) of the first frame out; a recording keeps one size
+        self.avatar: np.ndarray | None = None
+        self.frames = 0
+        self.first = self.last = 0.0
+        self.times: deque[float] = deque(maxlen=60)
+
+    def emit(self, frame: np.ndarray, stamp: float) -> bool:
+        """Send one frame; True once ``limit`` frames went out."""
+        t0 = time.perf_counter()
+        img = to_uint8(frame)
+        self.size = self.size or (img.shape[1], img.shape[0])
+        if (img.shape[1], img.shape[0]) != self.size:  # another avatar's picture size
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        for o in self.outlets:
+            o.send(img)
+        now = time.perf_counter()
+        self.clock.add("output", (now - t0) * 1000)
+        self.clock.add("latency", (time.monotonic() - stamp) * 1000)
+        self.avatar = img
+        self.frames += 1
+        self.first = self.first or now
+        self.last = now
+        self.times.append(now)
+        return self.limit is not None and self.frames >= self.limit
+
+
+class _Intake:
+    """Camera frames in: read, mirrored, cropped around the face, submitted to the worker."""
+
+    def __init__(self, capture: Capture, framer: FaceFramer, worker: _Worker, clock: _StageClock,
+                 size: tuple[int, int], mirror: bool) -> None:
+        self.capture, self.framer, self.worker, self.clock, self.size = capture, framer, worker, clock, size
+        self.mirror = mirror
+        self.camera: np.ndarray | None = None
+        self.box: Box | None = None
+        self.pending: tuple[np.ndarray, float] | None = None  # file mode: crop waiting for room
+        self.new_frame = False
+        self.stalled = False
+        self.stalls = 0
+
+    def take(self, submit: bool) -> tuple[np.ndarray, float] | None:
+        """Read and crop the next frame and submit it, or (``submit`` False) return it with its stamp."""
+        self.new_frame = False
+        if self.pending is not None:  # file mode: retry the crop that found the inbox full
+            if not self.worker.submit(*self.pending, timeout=0.02):
+                return None
+            self.pending = None
+        if self.capture.ended:
+            self.worker.close_input()
+            return None
+        got = self.capture.read(timeout=0.01 if self.worker.results.empty() else 0.0)
+        if got is None:
+            if self.capture.ended:
+                self.worker.close_input()
+            return None
+        _, frame = got
+        stamp = self.capture.last_read_stamp
+        if self.mirror:
+            frame = np.ascontiguousarray(frame[:, ::-1])
+        t0 = time.perf_counter()
+        crop, self.box = self.framer.crop(frame, self.size)
+        self.clock.add("crop", (time.perf_counter() - t0) * 1000)
+        self.camera, self.new_frame = frame, True
+        if not submit:
+            return crop, stamp
+        if not self.worker.submit(crop, stamp, timeout=0.02):
+            self.pending = (crop, stamp)
+        return None
+
+    def check_stall(self, say: Callable[[str], None]) -> None:
+        stalled = self.capture.state is CaptureState.STALLED
+        if stalled and not self.stalled:
+            self.stalls += 1
+            say(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
+        elif self.stalled and not stalled and self.capture.state is CaptureState.RUNNING:
+            say(f"[green]camera {self.capture.name} is back[/]")
+        self.stalled = stalled
 
 
 class _Loop:
     def __init__(self, animator: Animator, capture: Capture, framer: FaceFramer, sinks: Sequence[Sink | Preview],
-                 frames: int | None, batch: int, sources: Sequence[np.ndarray], console: Console,
-                 mirror: bool) -> None:
+                 frames: int | None, batch: int, sources: Sequence[np.ndarray | Portrait], console: Console,
+                 mirror: bool, best_seconds: float) -> None:
         self.animator, self.capture, self.framer, self.console = animator, capture, framer, console
         self.preview: Preview | None = next((s for s in sinks if isinstance(s, Preview)), None)
-        self.outputs: list[Sink] = [s for s in sinks if s is not self.preview]  # type: ignore[misc]
-        self.limit = frames
-        self.sources = [_prepare_source(s, animator.frame_size) for s in sources]
+        self.outlets = [Outlet(s, live=capture.live) for s in sinks if s is not self.preview]
+        self.best_seconds = best_seconds
+        self.sources = [_portrait(s, animator.frame_size) for s in sources]
         self.source_idx = 0
         self.worker = _Worker(animator, batch, capture.live)
         self.clock = _StageClock(capture.read_ms)
+        self.clock.samples["detect"] = framer.detect_ms
+        for o in self.outlets:
+            self.clock.samples[o.stage] = o.ms
+        self.output = _Output(self.outlets, self.clock, frames)
+        self.display = _Display(self)
         self.stats = LiveStats(batch=max(1, batch))
-        self.mirror, self.passthrough, self.show_kp, self.show_info, self.show_help = mirror, False, False, True, False
+        self.intake = _Intake(capture, framer, self.worker, self.clock, animator.frame_size, mirror)
+        self.passthrough, self.show_kp, self.show_info, self.show_help = False, False, True, False
         self.stop_reason: str | None = None
-        self._interrupted = False  # Ctrl-C seen once
-        self.camera: np.ndarray | None = None
-        self.box: Box | None = None
-        self.avatar: np.ndarray | None = None
         self.kp: np.ndarray | None = None
-        self.pending: tuple[np.ndarray, float] | None = None  # file mode: crop waiting for room
-        self.out_times: deque[float] = deque(maxlen=60)
-        self.first_out = self.last_out = 0.0
-        self.stalled = False
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    def set_source(self, idx: int) -> None:
+        src, worker = self.sources[idx], self.worker
+
+        def apply(an: Animator) -> None:
+            an.set_source(src.crop)
+            worker.tag = idx  # results from now on belong to this portrait
+        worker.command(apply)
 
     # -- main ---------------------------------------------------------------
     def run(self) -> LiveStats:
-        in_main = threading.current_thread() is threading.main_thread()
-        old_term = signal.signal(signal.SIGTERM, self._on_sigterm) if in_main else None
-        old_int = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        with _stop_signals(self):
+            self._run()
+        if self.worker.error is not None:
+            raise self.worker.error
+        return self._final_stats()
+
+    def _run(self) -> None:
         live_line: Live | None = None
         try:
             if self.preview is not None:
                 self.console.print("keys:\n  " + "\n  ".join(help_lines()))
             self.worker.start()
+            for o in self.outlets:
+                o.start()
             if self.sources:
-                src = self.sources[0]
-                self.worker.command(lambda a: a.set_source(src))
+                self.set_source(0)
             if self.preview is None and self.console.is_terminal:
                 live_line = Live(Text("starting..."), console=self.console, auto_refresh=False,
                                  transient=True, redirect_stdout=False, redirect_stderr=False)
@@ -276,27 +475,7 @@ class _Loop:
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
         finally:
-            try:
-                self._shutdown(live_line)
-            finally:
-                if in_main:
-                    signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
-                    signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
-        if self.worker.error is not None:
-            raise self.worker.error
-        return self._final_stats()
-
-    def _on_sigterm(self, signum: int, frame: object) -> None:
-        self.stop_reason = self.stop_reason or "terminated"  # the loop sees it within ~20 ms
-
-    def _on_sigint(self, signum: int, frame: object) -> None:
-        # A flag, not KeyboardInterrupt: an exception landing between a sink's write and the
-        # frame count would leave a recording with one frame more than the summary reports.
-        # A second Ctrl-C raises, for when the shutdown itself hangs.
-        if self._interrupted:
-            raise KeyboardInterrupt
-        self._interrupted = True
-        self.stop_reason = self.stop_reason or "interrupted"
+            self._shutdown(live_line)
 
     def _loop(self, live_line: Live | None) -> None:
         last_draw = last_status = 0.0
@@ -308,44 +487,27 @@ class _Loop:
             if self.worker.error is not None or not self.worker.is_alive() and self.worker.results.empty():
                 self.stop_reason = self.stop_reason or "end of input"
                 break
-            self._check_stall()
+            self.intake.check_stall(self.say)
             now = time.monotonic()
             if self.preview is not None:
-                if (dirty and now - last_draw > 1 / 60) or now - last_draw > 0.1:
-                    self._draw()
+                if (dirty and now - last_draw > 1 / 30) or now - last_draw > 0.1:
+                    t0 = time.perf_counter()
+                    self.display.draw()
+                    self.clock.add("preview", (time.perf_counter() - t0) * 1000)
                     last_draw = now
-                self._handle_key(self.preview.poll_key())
+                key = self.preview.poll_key()
+                if key in KEY_ACTIONS:
+                    KEY_ACTIONS[key](self, key)
             elif live_line is not None and now - last_status > 0.5:
-                live_line.update(Text(self._status_line()), refresh=True)
+                live_line.update(Text(self.display.status_line()), refresh=True)
                 last_status = now
 
     def _take_camera_frame(self) -> bool:
-        """Read, mirror, crop and submit a camera frame; True when there was a new one."""
-        if self.pending is not None:  # file mode: retry the crop that found the inbox full
-            if not self.worker.submit(*self.pending, timeout=0.02):
-                return False
-            self.pending = None
-        if self.capture.ended:
-            self.worker.close_input()
-            return False
-        got = self.capture.read(timeout=0.01 if self.worker.results.empty() else 0.0)
-        if got is None:
-            if self.capture.ended:
-                self.worker.close_input()
-            return False
-        _, frame = got
-        stamp = self.capture.last_read_stamp
-        if self.mirror:
-            frame = np.ascontiguousarray(frame[:, ::-1])
-        t0 = time.perf_counter()
-        crop, self.box = self.framer.crop(frame, self.animator.frame_size)
-        self.clock.add("crop", (time.perf_counter() - t0) * 1000)
-        self.camera = frame
-        if self.passthrough:
-            self._emit(crop, stamp)
-        elif not self.worker.submit(crop, stamp, timeout=0.02):
-            self.pending = (crop, stamp)
-        return True
+        """Take a camera frame, if one came: to the worker, or straight out in pass-through; True when one came."""
+        got = self.intake.take(submit=not self.passthrough)
+        if got is not None:
+            self._emit(*got)
+        return self.intake.new_frame
 
     def _drain_results(self) -> bool:
         got = False
@@ -356,121 +518,33 @@ class _Loop:
                 break
             if item is _DONE:
                 break
-            out, kp, timings, stamps = item
+            out, kp, timings, stamps, tag = item
             for k, v in timings.items():
                 self.clock.add(k, v)
-            self.kp = kp
+            portrait = self.sources[tag] if tag is not None and tag < len(self.sources) else None
+            self.kp = kp if portrait is None or kp is None else portrait.keypoints(kp)
             got = True
             for frame, stamp in zip(out, stamps, strict=True):
                 if self.passthrough:  # results still in flight when pass-through was switched on
                     break
+                if portrait is not None and portrait.pasted:
+                    t0 = time.perf_counter()
+                    frame = portrait.paste(frame)
+                    self.clock.add("paste", (time.perf_counter() - t0) * 1000)
                 self._emit(frame, stamp)
                 if self.stop_reason is not None:
                     break
         return got
 
     def _emit(self, frame: np.ndarray, stamp: float) -> None:
-        img = to_uint8(frame)
-        t0 = time.perf_counter()
-        paced = 0.0
-        for s in self.outputs:
-            s.send(img)
-            paced += getattr(s, "last_sleep_ms", 0.0)
-        now = time.perf_counter()
-        if self.outputs:
-            self.clock.add("output", (now - t0) * 1000 - paced)
-        self.clock.add("latency", (time.monotonic() - stamp) * 1000)
-        self.avatar = img
-        self.stats.frames += 1
-        self.first_out = self.first_out or now
-        self.last_out = now
-        self.out_times.append(now)
-        if self.limit is not None and self.stats.frames >= self.limit:
+        if self.output.emit(frame, stamp):
             self.stop_reason = "frames"
-
-    def _check_stall(self) -> None:
-        stalled = self.capture.state is CaptureState.STALLED
-        if stalled and not self.stalled:
-            self.stats.stalls += 1
-            self.console.print(f"[yellow]camera {self.capture.name} stalled: no frames; reconnecting...[/]")
-        elif self.stalled and not stalled and self.capture.state is CaptureState.RUNNING:
-            self.console.print(f"[green]camera {self.capture.name} is back[/]")
-        self.stalled = stalled
-
-    # -- keys ---------------------------------------------------------------
-    def _handle_key(self, key: str | None) -> None:
-        if key is None:
-            return
-        a, say = self.animator, self.console.print
-        if key in ("q", "esc"):
-            self.stop_reason = "quit"
-        elif key == "c":
-            self.worker.command(lambda an: an.recalibrate())
-            say("recalibrating: the next frame is the neutral pose")
-        elif key in ("n", "p") and len(self.sources) > 1:
-            self.source_idx = (self.source_idx + (1 if key == "n" else -1)) % len(self.sources)
-            src = self.sources[self.source_idx]
-            self.worker.command(lambda an: an.set_source(src))
-            say(f"avatar {self.source_idx + 1}/{len(self.sources)}")
-        elif key == "0":
-            self.passthrough = not self.passthrough
-        elif key == "f":
-            self.mirror = not self.mirror
-        elif key == "+":
-            self.framer.zoom_in()
-        elif key == "-":
-            self.framer.zoom_out()
-        elif key in ("left", "right", "up", "down"):
-            dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key]
-            self.framer.pan(dx, dy)
-        elif key == "k":
-            self.show_kp = not self.show_kp
-        elif key in ("r", "a"):
-            attr = "relative" if key == "r" else "adapt_scale"
-            value = not getattr(a, attr)
-            self.worker.command(lambda an: setattr(an, attr, value))
-            say(f"{attr.replace('_', ' ')}: {'on' if value else 'off'}")
-        elif key == "i":
-            self.show_info = not self.show_info
-        elif key == "h":
-            self.show_help = not self.show_help
-
-    # -- display ------------------------------------------------------------
-    def _recent_fps(self) -> float:
-        t = self.out_times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-
-    def _stage_text(self, per_line: int | None = None) -> list[str]:
-        items = [f"{k} {v:.1f}" for k, v in self.clock.medians(recent=30).items()]
-        n = per_line or max(1, len(items))
-        return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
-
-    def _status_line(self) -> str:
-        state = " | camera stalled, reconnecting" if self.stalled else ""
-        return f"{self._recent_fps():5.1f} fps | {self.stats.frames} frames | ms: {' '.join(self._stage_text())}{state}"
-
-    def _draw(self) -> None:
-        if self.camera is None or self.preview is None:
-            return
-        label = "camera pass-through" if self.passthrough else (
-            f"avatar {self.source_idx + 1}/{len(self.sources)}" if self.sources else "avatar")
-        info = []
-        if self.show_info:
-            a = self.animator
-            info = [f"{self._recent_fps():.1f} fps  {self.stats.frames} frames, stage ms:",
-                    *self._stage_text(per_line=3),
-                    f"relative {'on' if a.relative else 'off'}  adapt {'on' if a.adapt_scale else 'off'}  "
-                    f"mirror {'on' if self.mirror else 'off'}  h: keys"]
-        notice = "camera stalled: reconnecting..." if self.stalled else None
-        self.preview.show(PreviewView(camera=self.camera, box=self.box, avatar=self.avatar,
-                                      keypoints=self.kp if self.show_kp and not self.passthrough else None,
-                                      label=label, notice=notice, info=info, help=self.show_help))
 
     # -- shutdown -----------------------------------------------------------
     def _shutdown(self, live_line: Live | None) -> None:
         """Release everything, each step guarded so one failure cannot leak the rest."""
         steps: list[Callable[[], object]] = [self.worker.stop, self.capture.release]
-        steps += [s.close for s in self.outputs]
+        steps += [o.close for o in self.outlets]
         if self.preview is not None:
             steps.append(self.preview.close)
         if live_line is not None:
@@ -487,10 +561,65 @@ class _Loop:
 
     def _final_stats(self) -> LiveStats:
         st = self.stats
-        st.seconds = self.last_out - self.first_out
-        st.first_frame_at = self.first_out
+        st.frames = self.output.frames
+        st.seconds = self.output.last - self.output.first
+        st.first_frame_at = self.output.first
         st.stage_ms = self.clock.medians()
         st.dropped = self.worker.dropped + getattr(self.capture, "dropped", 0)
-        st.stalls = max(st.stalls, getattr(self.capture, "stalls", 0))
+        st.stalls = max(self.intake.stalls, getattr(self.capture, "stalls", 0))
         st.stop_reason = self.stop_reason or "end of input"
         return st
+
+
+class _Display:
+    """The preview picture and the status line: what the user sees of the loop's state."""
+
+    INFO_EVERY = 0.5  # s: the info numbers change no faster, so their (cached) panel is redrawn no more often
+
+    def __init__(self, loop: _Loop) -> None:
+        self.loop = loop
+        self._info: tuple[float, list[str]] = (-1.0, [])
+
+    def recent_fps(self) -> float:
+        t = self.loop.output.times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def stage_text(self, per_line: int | None = None) -> list[str]:
+        items = [f"{k} {v:.1f}" for k, v in self.loop.clock.medians(recent=30).items()]
+        n = per_line or max(1, len(items))
+        return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
+
+    def status_line(self) -> str:
+        state = " | camera stalled, reconnecting" if self.loop.intake.stalled else ""
+        return (f"{self.recent_fps():5.1f} fps | {self.loop.output.frames} frames | "
+                f"ms: {' '.join(self.stage_text())}{state}")
+
+    def info(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._info[0] >= self.INFO_EVERY:
+            self._info = (now, self._info_lines())
+        return self._info[1]
+
+    def _info_lines(self) -> list[str]:
+        lp, a = self.loop, self.loop.animator
+        on = {True: "on", False: "off"}
+        lines = [f"{self.recent_fps():.1f} fps  {lp.output.frames} frames, stage ms:", *self.stage_text(per_line=3),
+                 f"relative {on[bool(a.relative)]}  adapt {on[bool(a.adapt_scale)]}  "
+                 f"smooth {on[bool(getattr(a, 'smooth', False))]}  mirror {on[lp.intake.mirror]}  h: keys"]
+        dist = getattr(a, "pose_distance", None)
+        if dist is not None:
+            lines.append(f"pose distance to the avatar {dist:.3f}" + (" (searching)" if getattr(a, "searching", 0)
+                                                                       else ""))
+        return lines
+
+    def draw(self) -> None:
+        lp, cam = self.loop, self.loop.intake
+        if cam.camera is None or lp.preview is None:
+            return
+        label = "camera pass-through" if lp.passthrough else (
+            f"avatar {lp.source_idx + 1}/{len(lp.sources)}" if lp.sources else "avatar")
+        notice = "camera stalled: reconnecting..." if cam.stalled else None
+        lp.preview.show(PreviewView(camera=cam.camera, box=cam.box, avatar=lp.output.avatar,
+                                    keypoints=lp.kp if lp.show_kp and not lp.passthrough else None,
+                                    label=label, notice=notice, info=self.info() if lp.show_info else [],
+                                    help=lp.show_help))
