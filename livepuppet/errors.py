@@ -40,3 +40,24 @@ class VirtualCameraError(LivepuppetError):
 
 class DownloadError(LivepuppetError):
     """A download failed or its checksum did not match."""
+
+
+MAX_LINE = 300  # characters of one error line; a fuzzed file once produced a 94 KB message
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """The message as one line of at most ``limit`` characters, whatever a file put into it."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def from_os_error(exc: OSError) -> LivepuppetError:
+    """An I/O failure the user can act on (full disk, no permission, vanished file) as a LivepuppetError."""
+    import errno
+
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LivepuppetError(f"the disk is full{where}; free some space and try again (nothing was replaced)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return LivepuppetError(f"no permission to write or read{where}: {exc.strerror}; choose another path")
+    return LivepuppetError(f"an I/O operation failed{where}: {exc.strerror or exc}")
