@@ -39,7 +39,7 @@ from rich.text import Text
 
 from .engines import Keypoints
 from .errors import MediaError
-from .media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image
+from .media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image, refuse_input_as_output
 from .pipeline import Pipeline, layout
 
 __all__ = ["run", "animate", "choose_best_frame"]
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     # Cheap checks first, so a typo never waits for a model to load (or be converted).
+    refuse_input_as_output(args.output, args.driving, args.source)
     source_image = read_image(args.source)
     driving = open_frames(args.driving)
     try:

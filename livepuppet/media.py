@@ -402,6 +402,24 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
 # --------------------------------------------------------------------------- writing
 
 
+def refuse_input_as_output(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
+    """An input is never an output: refuse, before anything is opened, an output that names an input
+    (the same path, a link to it, or a folder of frames written into the folder being read)."""
+    out = Path(output).expanduser()
+    for item in inputs:
+        if item is None or not os.path.exists(item):
+            continue  # a camera index or URL
+        src = Path(item).expanduser()
+        try:
+            same = out.exists() and os.path.samefile(out, src)
+            same = same or out.resolve() == src.resolve()
+        except OSError:
+            same = False
+        if same:
+            raise MediaError(f"the output {out} is also an input ({src}); writing it would destroy that input, "
+                             "so choose another output name")
+
+
 def _check_parent(target: Path) -> Path:
     """Return the folder an output goes into, or explain why it cannot be used."""
     parent = target.parent
@@ -469,7 +487,8 @@ class VideoWriter(_Writer):
     in place and flushed too, which Matroska players tolerate when cut off.
     (After a hard kill, a non-fragmented writer may leave its hidden
     ``.NAME.partial-*`` file next to the target.) An existing file at ``path``
-    is replaced.
+    is replaced only by a finished video (or a recording with frames); a fragmented
+    writer whose encoder fails mid-way (a full disk) keeps the frames already written.
 
     Without an ffmpeg binary it falls back to OpenCV's 'mp4v' writer: larger
     files, no audio, and no fragmentation. :attr:`codec` says which is used.
@@ -520,9 +539,12 @@ class VideoWriter(_Writer):
             raise MediaError(f"cannot write video {self.path}: a folder of that name exists; choose another name")
         _check_parent(self.path)
         # Create the output file now, so an unwritable location fails before any work.
-        self._work = self.path if self.fragmented else _partial_name(self.path, self.path.suffix)
+        # A live recording goes in place (a killed run still leaves it playable) unless a file is there:
+        # then beside it, so the existing file is only ever replaced by a recording that has frames.
+        in_place = self.fragmented and not os.path.lexists(self.path)
+        self._work = self.path if in_place else _partial_name(self.path, self.path.suffix)
         try:
-            fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self.fragmented else os.O_EXCL), 0o666)
+            fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             os.close(fd)
         except OSError as exc:
             raise MediaError(
@@ -607,6 +629,9 @@ class VideoWriter(_Writer):
             except (BrokenPipeError, OSError) as exc:
                 self._proc.wait()
                 detail = _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
+                if self.fragmented and self.frames_written:
+                    raise MediaError(f"recording stopped: ffmpeg could not write {self.path} ({detail}); "
+                                     f"{self._keep_fragments()}; check free disk space") from exc
                 self.abort()
                 raise MediaError(f"ffmpeg stopped while writing {self.path}: {detail}; check free disk space") from exc
         self.frames_written += 1
@@ -646,6 +671,17 @@ class VideoWriter(_Writer):
             raise
         finally:
             self._close_stderr()
+
+    def _keep_fragments(self) -> str:
+        """After the encoder failed mid-recording: keep the fragments it wrote, under the final name."""
+        self._done = True
+        self._close_stderr()
+        try:
+            if self._work != self.path:
+                os.replace(self._work, self.path)
+        except OSError:
+            return f"the frames recorded so far are in {self._work}"
+        return f"the frames recorded so far are kept in {self.path}"
 
     def _mux_audio(self) -> None:
         """Copy the audio of ``audio_from`` into the encoded video, cut to the video's duration.

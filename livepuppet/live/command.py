@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
     source_paths = load_sources(args.source)
-    from ..media import read_image
+    from ..media import read_image, refuse_input_as_output
+
+    if args.record:
+        refuse_input_as_output(args.record, args.camera, *source_paths)
 
     for path in source_paths:
         read_image(path)  # unreadable sources fail now, before the model loads
