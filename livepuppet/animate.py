@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, total=count)
     finally:
         driving.close()
+    for notice in dict.fromkeys(pipeline.notices + getattr(driving, "notices", [])):
+        console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
     # Only now, after the writer renamed it into place, does the output exist.
     fps = count / elapsed if elapsed > 0 else 0.0
     audio = " (with the driving video's audio)" if getattr(writer, "audio_muxed", False) else ""

@@ -623,3 +623,16 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
             return False
         expected *= n
     return True
+
+
+def check_finite(ckpt: Checkpoint) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor: converting them would only
+    fail later with an unhelpful verification error, or make a model that draws black frames."""
+    for entry in NEEDED:
+        for key, arr in getattr(ckpt, entry).items():
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                raise CheckpointError(
+                    f"{ckpt.path.name}: {entry}[{_short(key)}] holds {bad} NaN or infinite values of {arr.size}; "
+                    "the checkpoint is damaged or from a diverged training run: use another one"
+                )

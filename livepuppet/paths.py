@@ -60,3 +60,35 @@ def find_checkpoint(entry: "ModelEntry", directory: Path | None = None) -> Path 
     except OSError:
         return None
     return None
+
+
+def partial_name(target: Path, suffix: str = "") -> Path:
+    """The one rule for work in progress: a hidden sibling ``.NAME.partial-PID-HEX`` (same folder, so the
+    final rename is atomic; the pid lets a later run tell a killed run's leftovers from a live one's)."""
+    import secrets
+
+    return target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(3)}{suffix}")
+
+
+def stale_partials(target: Path) -> list[Path]:
+    """Leftovers of ``partial_name(target)`` whose process is gone (a killed convert or animate)."""
+    found = []
+    try:
+        siblings = list(target.parent.glob(f".{target.name}.partial-*"))
+    except OSError:
+        return []
+    for path in siblings:
+        pid = path.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or cannot tell: leave it
+    return True
