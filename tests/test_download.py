@@ -405,10 +405,22 @@ def test_bad_mirror_env(monkeypatch):
 # project folders
 
 
-def test_folders_default_to_the_working_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert paths.checkpoint_dir() == tmp_path / "checkpoint"
-    assert paths.models_dir() == tmp_path / "models"
+def test_folders_default_to_the_per_user_data_folder(tmp_path, monkeypatch):
+    """Run from a folder outside the checkout: the per-user data folder, wherever the command runs."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for where in (tmp_path, tmp_path / "elsewhere"):
+        where.mkdir(exist_ok=True)
+        monkeypatch.chdir(where)
+        assert paths.checkpoint_dir() == tmp_path / "data" / "livepuppet" / "checkpoint"
+        assert paths.models_dir() == tmp_path / "data" / "livepuppet" / "models"
+    assert "per-user" in paths.home_and_reason()[1]
+
+
+def test_folders_inside_the_checkout_are_the_checkouts(monkeypatch):
+    root = paths.Path(paths.__file__).resolve().parent.parent
+    monkeypatch.chdir(root / "tests")  # anywhere inside the clone
+    assert paths.models_dir() == root / "models" and paths.checkpoint_dir() == root / "checkpoint"
+    assert "checkout" in paths.home_and_reason()[1]
 
 
 def test_livepuppet_home_moves_the_folders(tmp_path, monkeypatch):
@@ -418,7 +430,7 @@ def test_livepuppet_home_moves_the_folders(tmp_path, monkeypatch):
 
 
 def test_find_checkpoint_uses_a_hand_placed_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIVEPUPPET_HOME", str(tmp_path))
     entry = get_entry("vox-adv")
     folder = tmp_path / "checkpoint"
     folder.mkdir()

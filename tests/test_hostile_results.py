@@ -212,3 +212,15 @@ def test_broken_reduced_precision_model_is_not_written(precision: str, error: fl
     with pytest.raises(export.VerificationError, match=f"the {precision} generator"):
         export._check_errors(errors, precision)
     export._check_errors([("generator", 1e-6, export.REDUCED_TOLERANCE[precision] / 2)], precision)
+
+
+# --- 6. one float -> uint8 rule -------------------------------------------------------------------------------
+
+
+def test_live_and_animate_round_frames_alike() -> None:
+    from livepuppet.live.sinks import to_uint8 as live
+
+    edges = (np.arange(256, dtype=np.float32) + 0.5) / 255  # exactly between two levels
+    frame = np.concatenate([edges, [np.nan, -1.0, 2.0, np.inf]]).astype(np.float32).reshape(1, -1, 1).repeat(3, 2)
+    np.testing.assert_array_equal(live(frame), media.to_uint8(frame))
+    assert list(live(frame)[0, -4:, 0]) == [0, 0, 255, 255]
