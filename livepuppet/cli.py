@@ -142,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # the live loop installs its own, gentler handler
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        needs_tf = args.command == "convert" or (args.command == "bench" and args.model is None)
+        if needs_tf or getattr(args, "engine", None) == "savedmodel":
+            from .tfquiet import import_tensorflow
+
+            import_tensorflow()  # before any module imports it the noisy way
         return int(_command(args.command)(args) or 0)
     except LivepuppetError as exc:
         print(f"livepuppet: error: {one_line(str(exc))}", file=sys.stderr)

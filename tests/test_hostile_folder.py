@@ -20,11 +20,6 @@ from livepuppet.manifest import read_manifest
 from tests.test_convert import SmallModels, shared_small_models
 
 
-@pytest.fixture(scope="session")
-def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
-    return shared_small_models(tmp_path_factory)
-
-
 def _set(path: str, value: Any) -> Callable[[dict], None]:
     def edit(data: dict) -> None:
         *parents, last = path.split(".")

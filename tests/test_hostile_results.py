@@ -8,6 +8,7 @@ the leftovers of a killed convert.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -224,3 +225,28 @@ def test_live_and_animate_round_frames_alike() -> None:
     frame = np.concatenate([edges, [np.nan, -1.0, 2.0, np.inf]]).astype(np.float32).reshape(1, -1, 1).repeat(3, 2)
     np.testing.assert_array_equal(live(frame), media.to_uint8(frame))
     assert list(live(frame)[0, -4:, 0]) == [0, 0, 255, 255]
+
+
+# --- 8. users never see TensorFlow's start-up noise ----------------------------------------------------------
+
+
+def test_tensorflow_start_up_is_quiet(tmp_path: Path) -> None:
+    """In a fresh process (TensorFlow not yet imported): no absl, cuInit or oneDNN lines reach stderr."""
+    code = ("from livepuppet.tfquiet import import_tensorflow\n"
+            "tf = import_tensorflow()\n"
+            "print(float(tf.reduce_sum(tf.ones([3]))))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr
+    for noise in ("absl", "cuInit", "oneDNN", "cuda", "E0000", "I0000"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_fps_summary_of_a_single_batch() -> None:
+    from livepuppet.live.loop import LiveStats
+
+    one_batch = LiveStats(frames=4, seconds=0.0005, batch=4, stop_reason="frames")
+    assert one_batch.fps == 0 and "4 frames in one batch" in one_batch.summary()
+    assert "5317" not in one_batch.summary() and " fps " not in one_batch.summary()
+    several = LiveStats(frames=9, seconds=2.0, batch=4, stop_reason="frames")
+    assert several.summary().startswith("9 frames at 4.0 fps")
