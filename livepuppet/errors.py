@@ -61,3 +61,27 @@ def from_os_error(exc: OSError) -> LivepuppetError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return LivepuppetError(f"no permission to write or read{where}: {exc.strerror}; choose another path")
     return LivepuppetError(f"an I/O operation failed{where}: {exc.strerror or exc}")
+
+
+_IO_PHRASES = {"No space left on device": "the disk is full", "Disk quota exceeded": "the disk quota is used up",
+               "File too large": "the disk is full (or a file-size limit was reached)",
+               "Read-only file system": "the disk is read-only", "Permission denied": "no permission to write there"}
+
+
+def from_library_io_error(exc: Exception) -> LivepuppetError | None:
+    """TensorFlow reports a failed write as its own error type, not OSError; name the cause in one line."""
+    if not type(exc).__module__.startswith("tensorflow"):
+        return None
+    text = str(exc)
+    for phrase, cause in _IO_PHRASES.items():
+        if phrase in text:
+            return LivepuppetError(f"{cause}: TensorFlow could not write its files; free some space (or choose "
+                                   "another --out) and try again. Nothing was replaced")
+    return None
+
+
+def bounded_lines(text: str, max_lines: int = 8) -> str:
+    """An error message as printed: one line as a rule; the few messages laid out as a short list (every
+    URL of a failed download) keep their lines, each capped like :func:`one_line`, and at most ``max_lines``."""
+    lines = [one_line(line) for line in str(text).splitlines() if line.strip()]
+    return "\n".join(lines[:max_lines]) or one_line(text)

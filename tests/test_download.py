@@ -99,9 +99,10 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(payload: bytes):
-    """A _Server on a free 127.0.0.1 port serving ``payload``, shut down on exit (test_first_run uses it too)."""
-    srv = _Server(("127.0.0.1", 0), _Handler)
+def serving(payload: bytes, handler: type[BaseHTTPRequestHandler] = _Handler):
+    """A _Server on a free 127.0.0.1 port serving ``payload``, shut down on exit (test_first_run and
+    test_hostile_io use it too, the latter with a handler of its own)."""
+    srv = _Server(("127.0.0.1", 0), handler)
     srv.payload = payload
     srv.requests = []
     srv.dropped = False

@@ -262,9 +262,20 @@ def test_convert_of_hostile_files_exits_2_with_one_line(tmp_path: Path, capsys) 
         _zip(tmp_path / "memo.pth", _ops(b"}", b"r" + struct.pack("<I", 3_000_000_000))),
         _legacy(tmp_path / "hash.pth", _nested_tuple_key(100)),
         _zip(tmp_path / "long.pth", b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b"."),
+        _zip(tmp_path / "bigkey.pth", pickle.dumps({"x" * 100_000: 1, "generator": {}}, protocol=2)),
+        _zip(tmp_path / "bigname.pth", _ops(b"c" + b"m" * 100_000 + b"\nsystem\n", b"}")),
     ]
     for path in files:
         assert cli.main(["convert", str(path), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and len(err) < 320, err
         assert not (tmp_path / "out").exists()
+
+
+def test_error_lines_are_capped() -> None:
+    from livepuppet.errors import MAX_LINE, bounded_lines, one_line
+
+    assert len(one_line("x" * 94_000)) == MAX_LINE
+    assert one_line("a\nb\r\nc") == "a b c"
+    listed = bounded_lines("\n".join(["y" * 1000] * 50))
+    assert listed.count("\n") == 7 and all(len(line) <= MAX_LINE for line in listed.splitlines())

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from livepuppet import cli, media
 from livepuppet.download import download
 from livepuppet.errors import DownloadError, MediaError
 from livepuppet.registry import ModelEntry
+from tests.test_download import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = random.Random(7).randbytes(200_000)
@@ -73,19 +74,13 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def _serving():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    srv.daemon_threads, srv.block_on_close = True, False
-    srv.hits, srv.stop, srv.gate, srv.started = [], threading.Event(), threading.Event(), threading.Event()
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.stop.set()
-        srv.gate.set()
-        srv.shutdown()
-        srv.server_close()
+    with serving(PAYLOAD, _Hostile) as srv:
+        srv.hits, srv.stop, srv.gate, srv.started = [], threading.Event(), threading.Event(), threading.Event()
+        try:
+            yield srv
+        finally:
+            srv.stop.set()
+            srv.gate.set()
 
 
 @pytest.fixture
@@ -267,3 +262,16 @@ def test_run_refuses_to_record_over_its_camera_file(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is also an input" in err, err
     assert video.read_bytes() == b"precious"
+
+
+def test_convert_on_a_full_disk_is_one_line(small, tmp_path: Path) -> None:
+    """TensorFlow's own error for the failed write becomes one line; the partial folder is removed."""
+    code = """
+    from livepuppet.cli import main
+    sys.exit(main(["convert", sys.argv[1], "--out", sys.argv[3], "--size", "64x64"]))
+    """
+    result = _child(code, str(small.checkpoint("legacy")), "400000", str(tmp_path / "out"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("livepuppet: error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "disk is full" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(errors[0]) < 300
+    assert list(tmp_path.iterdir()) == []  # no half-made model, no partial folder
