@@ -117,3 +117,14 @@ def test_truncated_savedmodel_variables(small: SmallModels, tmp_path: Path) -> N
     with pytest.raises(ModelFolderError) as info:
         open_engine(folder, "savedmodel")
     assert "generator" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_manifest_lying_consistently_is_caught_by_the_model_file(small: SmallModels, tmp_path: Path) -> None:
+    data = json.loads((small.model("legacy-fp32-b1") / "manifest.json").read_text())
+    data["config"]["dataset_params"]["frame_shape"] = [128, 128, 3]
+    data["models"]["kp_detector"]["inputs"][0]["shape"] = [1, 128, 128, 3]
+    folder = _folder(small, tmp_path, json.dumps(data))
+    assert read_manifest(folder).frame_size == (128, 128)  # the manifest alone looks consistent
+    with pytest.raises(ModelFolderError) as info:
+        open_engine(folder, "tflite")
+    assert "[1, 64, 64, 3]" in str(info.value) and "\n" not in str(info.value)
