@@ -39,7 +39,7 @@ from rich.text import Text
 
 from .engines import Keypoints
 from .errors import MediaError
-from .media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image
+from .media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image, refuse_input_as_output
 from .pipeline import Pipeline, layout, pose_distance
 from .portrait import frame_portrait
 
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     # Cheap checks first, so a typo never waits for a model to load (or be converted).
+    refuse_input_as_output(args.output, args.driving, args.source)
     source_image = read_image(args.source)
     driving = open_frames(args.driving)
     try:
@@ -179,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, total=count)
     finally:
         driving.close()
+    for notice in dict.fromkeys(pipeline.notices + getattr(driving, "notices", [])):
+        console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
     # Only now, after the writer renamed it into place, does the output exist.
     fps = count / elapsed if elapsed > 0 else 0.0
     audio = " (with the driving video's audio)" if getattr(writer, "audio_muxed", False) else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import functools
 import hashlib
 import io
 import os
@@ -125,8 +126,10 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     if not isinstance(storage, _Storage):
         raise CheckpointError("a tensor is built on something that is not a storage")
     offset, shape, strides = _int(offset), _ints(size), _ints(stride)
-    if len(shape) != len(strides) or offset < 0 or min(shape + strides, default=0) < 0:
+    if len(shape) > _MAX_NDIM or len(shape) != len(strides) or offset < 0 or min(shape + strides, default=0) < 0:
         raise CheckpointError(f"a tensor has an impossible layout (size {shape}, stride {strides})")
+    if 0 in shape and offset > storage.numel:
+        raise CheckpointError(f"an empty tensor starts at element {offset} of a storage of {storage.numel}")
     if 0 not in shape:
         last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
         if last >= storage.numel:
@@ -157,23 +160,120 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler whose globals come only from ``_ALLOWED``; storages become ``_Storage``."""
+_ATOMIC = (str, int, float, bool, bytes, type(None))
+_MAX_MARK_DEPTH = 100  # a FOMM checkpoint nests about 8 deep
+_MAX_NDIM = 64  # torch's own limit on tensor dimensions
 
-    def __init__(self, file: IO[bytes], filename: str) -> None:
-        super().__init__(file, encoding="utf-8")
+
+def _short(value: Any) -> str:
+    """A repr that stays short and cheap whatever the file put there (no repr of nested containers)."""
+    if isinstance(value, (str, bytes)):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if type(value) in (int, float, bool) or value is None:
+        return repr(value) if not isinstance(value, int) or abs(value) < 10**18 else "a huge integer"
+    return f"a {type(value).__name__}"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Bounded:
+    """The file as the unpickler sees it: a read longer than the bytes left is refused before it allocates."""
+
+    def __init__(self, f: IO[bytes], left: int, name: str) -> None:
+        self.f, self.left, self.name = f, left, name
+
+    def read(self, n: int) -> bytes:
+        if n > self.left:
+            raise _truncated(self.name, f"a pickle field declares {n} bytes where {self.left} are left")
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        data = self.f.readline(self.left)
+        self.left -= len(data)
+        return data
+
+
+def _refuse_opcode(self: "_SafeUnpickler") -> None:
+    raise CheckpointError(f"{self.filename} uses out-of-band pickle buffers, which torch.save never writes")
+
+
+class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """Pure-Python unpickler whose globals come only from ``_ALLOWED``; storages become ``_Storage``.
+
+    The Python implementation is used so each opcode can be checked before it acts: dict keys and set
+    members must be plain values (a nested tuple key can take hours to hash), memo indices and copies are
+    bounded by the bytes in the file, BUILD touches only OrderedDicts, and Ctrl-C works between opcodes.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+    def __init__(self, file: IO[bytes], filename: str, left: int) -> None:
+        super().__init__(_Bounded(file, left, filename), encoding="utf-8")
         self.filename = filename
+        self.budget = self.memo_limit = left  # elements set/tuple calls may copy; largest memo index
         self.roots: dict[str, tuple[_StorageType, int]] = {}  # key -> (type, numel)
+
+    def _fail(self, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.filename} is corrupt ({what}); {_REDOWNLOAD}")
+
+    def _keys(self, keys: Any) -> None:
+        for key in keys:
+            if type(key) not in _ATOMIC:
+                raise self._fail(f"a dict key or set member is {_short(key)}, which a state dict never holds")
+
+    def _copy(self, kind: type, items: Any = (), *extra: Any) -> Any:
+        items = list(items) if isinstance(items, (list, tuple, set, frozenset)) and not extra else None
+        if items is None:
+            raise self._fail(f"{kind.__name__}() is called on something that is not a container")
+        self.budget -= len(items)
+        if self.budget < 0:
+            raise self._fail("it copies more elements than the file holds")
+        self._keys(items)
+        return kind(items)
+
+    def _load_mark(self) -> None:
+        if len(self.metastack) >= _MAX_MARK_DEPTH:
+            raise self._fail(f"the pickle nests deeper than {_MAX_MARK_DEPTH} levels")
+        pickle._Unpickler.load_mark(self)  # type: ignore[attr-defined]
+
+    def _load_setitem(self) -> None:
+        self._keys(self.stack[-2:-1])
+        pickle._Unpickler.load_setitem(self)  # type: ignore[attr-defined]
+
+    def _load_put(self) -> None:
+        self._memo_put(int(self.readline()[:-1]))
+
+    def _load_long_binput(self) -> None:
+        self._memo_put(int.from_bytes(self.read(4), "little"))
+
+    def _memo_put(self, index: int) -> None:
+        if not 0 <= index <= self.memo_limit:  # pickle numbers its memo 0, 1, 2...: never past the file's size
+            raise self._fail(f"a pickle memo index of {_short(index)} in a file of {self.memo_limit} bytes")
+        self.memo[index] = self.stack[-1]
+
+    def _load_build(self) -> None:
+        state = self.stack.pop()
+        if type(self.stack[-1]) is not collections.OrderedDict:
+            raise self._fail(f"it sets attributes on {_short(self.stack[-1])}, which torch.save never does")
+        del state  # an OrderedDict's state is torch's _metadata, which livepuppet does not need
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol-2 pickles spell some globals the Python 2 way ('__builtin__.eval').
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
         except (KeyError, TypeError):
-            pass
-        what = f"{module}.{name}"
+            found = None
+        if found in (set, frozenset, tuple):
+            return functools.partial(self._copy, found)
+        if found is not None:
+            return found
+        what = _clip(f"{module}.{name}", 80)
         if module == "torch" or module.startswith("torch."):
             raise CheckpointError(
                 f"{self.filename} asks for '{what}', which is not part of a plain state-dict "
@@ -187,9 +287,9 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
-            kind = pid[0] if isinstance(pid, tuple) and pid else type(pid).__name__
+            kind = _short(pid[0]) if isinstance(pid, tuple) and pid else _short(pid)
             raise CheckpointError(
-                f"{self.filename} holds a pickled {kind!r} object, not a state dict; "
+                f"{self.filename} holds a pickled {kind} object, not a state dict; "
                 "livepuppet only reads checkpoints of state dicts"
             )
         st_type, key, _location, numel = pid[1:5]
@@ -199,15 +299,43 @@ class _SafeUnpickler(pickle.Unpickler):
         numel = _int(numel)
         known = self.roots.setdefault(key, (st_type, numel))
         if known != (st_type, numel) or numel < 0:
-            raise CheckpointError(f"{self.filename} describes storage {key} in two different ways")
+            raise CheckpointError(f"{self.filename} describes storage {_short(key)} in two different ways")
         if view is None:
             return _Storage(st_type, key, 0, numel)
         # Legacy storage views: (view_key, element offset, element count) inside the root.
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise CheckpointError(f"{self.filename} names a storage view in a way PyTorch never writes")
         _view_key, start, count = view
         start, count = _int(start), _int(count)
         if start < 0 or count < 0 or start + count > numel:
             raise CheckpointError(f"{self.filename} has a storage view outside its storage")
         return _Storage(st_type, key, start, count)
+
+
+def _checking_keys(step: int, base: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap a marked opcode (SETITEMS, DICT, ADDITEMS, FROZENSET) so its keys are checked before hashing."""
+    def load(unpickler: _SafeUnpickler) -> None:
+        unpickler._keys(unpickler.stack[::step])
+        base(unpickler)
+    return load
+
+
+def _patch_dispatch() -> None:
+    base, table = pickle._Unpickler, _SafeUnpickler.dispatch  # type: ignore[attr-defined]
+    table[pickle.MARK[0]] = _SafeUnpickler._load_mark
+    table[pickle.BUILD[0]] = _SafeUnpickler._load_build
+    table[pickle.SETITEM[0]] = _SafeUnpickler._load_setitem
+    table[pickle.PUT[0]] = _SafeUnpickler._load_put
+    table[pickle.LONG_BINPUT[0]] = _SafeUnpickler._load_long_binput
+    table[pickle.SETITEMS[0]] = _checking_keys(2, base.load_setitems)
+    table[pickle.DICT[0]] = _checking_keys(2, base.load_dict)
+    table[pickle.ADDITEMS[0]] = _checking_keys(1, base.load_additems)
+    table[pickle.FROZENSET[0]] = _checking_keys(1, base.load_frozenset)
+    for op in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+        table[op[0]] = _refuse_opcode
+
+
+_patch_dispatch()
 
 
 # --- reading -----------------------------------------------------------------
@@ -296,9 +424,9 @@ def _pick_entries(obj: Any, name: str) -> dict[str, dict[str, _Tensor]]:
         )
     missing = [k for k in NEEDED if k not in obj]
     if missing:
-        has = ", ".join(repr(k) for k in obj) or "nothing"
+        has = ", ".join(_short(k) for k in list(obj)[:8]) + (", ..." if len(obj) > 8 else "")
         raise CheckpointError(
-            f"{name} has no {' or '.join(repr(k) for k in missing)} entry (it has {has}); "
+            f"{name} has no {' or '.join(repr(k) for k in missing)} entry (it has {has or 'nothing'}); "
             "use a First Order Motion Model checkpoint such as vox-adv-cpk.pth.tar"
         )
     picked = {}
@@ -310,7 +438,7 @@ def _pick_entries(obj: Any, name: str) -> dict[str, dict[str, _Tensor]]:
         for key, value in sd.items():
             if type(key) is not str or not isinstance(value, _Tensor):
                 raise CheckpointError(
-                    f"{name}: {entry}[{key!r}] is a {type(value).__name__}, not a tensor; "
+                    f"{name}: {entry}[{_short(key)}] is a {type(value).__name__}, not a tensor; "
                     "it is not a plain state dict"
                 )
         picked[entry] = sd
@@ -319,19 +447,20 @@ def _pick_entries(obj: Any, name: str) -> dict[str, dict[str, _Tensor]]:
 
 def _read_legacy(f: IO[bytes], name: str, size: int) -> dict[str, dict[str, np.ndarray]]:
     """Legacy stream: header pickles, object pickle, key list, then raw storages in order."""
-    header = _SafeUnpickler(f, name)
+    header = _SafeUnpickler(f, name, size - f.tell())
     if _unpickle(header, name, "the header") != _LEGACY_MAGIC:
         raise CheckpointError(f"{name} is not a PyTorch checkpoint (wrong magic number)")
     if _unpickle(header, name, "the header") != 1001:
         raise CheckpointError(f"{name} uses an unknown legacy PyTorch format version")
     sys_info = _unpickle(header, name, "the header")
     little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
-    unpickler = _SafeUnpickler(f, name)
+    unpickler = _SafeUnpickler(f, name, size - f.tell())
     entries = _pick_entries(_unpickle(unpickler, name, "the pickle"), name)
-    keys = _unpickle(_SafeUnpickler(f, name), name, "the storage list")
+    keys = _unpickle(_SafeUnpickler(f, name, size - f.tell()), name, "the storage list")
     if not isinstance(keys, list) or not all(type(k) is str for k in keys):
         raise _truncated(name, "bad storage list")
     wanted = {t.storage.key for sd in entries.values() for t in sd.values()}
+    _check_output_size(entries, name, size)
     arrays: dict[str, np.ndarray] = {}
     pos = f.tell()
     for key in keys:
@@ -361,14 +490,32 @@ def _read_legacy(f: IO[bytes], name: str, size: int) -> dict[str, dict[str, np.n
     return _materialise(entries, arrays)
 
 
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
+
+
+def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, size: int) -> IO[bytes]:
+    """Open one member after checking it is what torch.save writes: stored (not compressed), not encrypted,
+    and no larger than the file itself, so no member can expand or declare more than exists."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise CheckpointError(
+            f"{name}: zip member {_short(info.filename)} is compressed (method {info.compress_type}), "
+            "which torch.save never does; refusing it. Use the published checkpoint"
+        )
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{name}: zip member {_short(info.filename)} is encrypted; use the published checkpoint")
+    if info.file_size != info.compress_size or info.header_offset + info.file_size > size:
+        raise _truncated(name, f"zip member {_short(info.filename)} declares more bytes than the file holds")
+    return archive.open(info)
+
+
 def _read_zip(f: IO[bytes], name: str, size: int) -> dict[str, dict[str, np.ndarray]]:
     """Zip archive: ``<prefix>/data.pkl`` plus one raw member ``<prefix>/data/<key>`` per storage."""
     try:
         archive = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, ValueError, EOFError) as e:
-        raise _truncated(name, f"its zip directory is unreadable: {e}") from None
-    with archive:
         members = {info.filename: info for info in archive.infolist()}
+    except _ZIP_ERRORS as e:
+        raise _truncated(name, f"its zip directory is unreadable: {_clip(str(e))}") from None
+    with archive:
         pickles = [m for m in members if m.endswith("/data.pkl") and m.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError(
@@ -378,29 +525,42 @@ def _read_zip(f: IO[bytes], name: str, size: int) -> dict[str, dict[str, np.ndar
         little = True
         try:
             if f"{prefix}byteorder" in members:
-                little = archive.read(f"{prefix}byteorder").strip() != b"big"
-            pkl = archive.read(pickles[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise _truncated(name, f"its data.pkl is unreadable: {e}") from None
-        unpickler = _SafeUnpickler(io.BytesIO(pkl), name)
+                with _member(archive, members[f"{prefix}byteorder"], name, size) as m:
+                    little = m.read(16).strip() != b"big"
+            info = members[pickles[0]]
+            with _member(archive, info, name, size) as m:
+                pkl = m.read(info.file_size)
+        except _ZIP_ERRORS as e:
+            raise _truncated(name, f"its data.pkl is unreadable: {_clip(str(e))}") from None
+        unpickler = _SafeUnpickler(io.BytesIO(pkl), name, len(pkl))
         entries = _pick_entries(_unpickle(unpickler, name, "the pickle"), name)
+        _check_output_size(entries, name, size)
         arrays: dict[str, np.ndarray] = {}
         for key in sorted({t.storage.key for sd in entries.values() for t in sd.values()}):
             st_type, numel = unpickler.roots[key]
             info = members.get(f"{prefix}data/{key}")
             nbytes = numel * st_type.dtype.itemsize
             if info is None or info.file_size < nbytes:
-                raise _truncated(name, f"storage {key} is missing or short")
-            if nbytes > size and info.compress_type == zipfile.ZIP_STORED:
-                raise _truncated(name, f"storage {key} claims to be larger than the file")
-            arr = np.empty(numel, st_type.dtype)
+                raise _truncated(name, f"storage {_short(key)} is missing or short")
             try:
-                with archive.open(info) as member:
+                with _member(archive, info, name, size) as member:
+                    arr = np.empty(numel, st_type.dtype)
                     _read_into(member.read, arr.view(np.uint8), name, key)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise _truncated(name, f"storage {key} is unreadable: {e}") from None
+            except _ZIP_ERRORS as e:
+                raise _truncated(name, f"storage {_short(key)} is unreadable: {_clip(str(e))}") from None
             arrays[key] = _native(arr, little)
     return _materialise(entries, arrays)
+
+
+def _check_output_size(entries: dict[str, dict[str, _Tensor]], name: str, size: int) -> None:
+    """Refuse, before allocating, tensors that would hold more bytes than the file: zero strides or shared
+    storages can make a few hundred bytes declare gigabytes. One MiB of slack covers tied weights."""
+    total = 0
+    for sd in entries.values():
+        for t in sd.values():
+            total += int(np.prod([max(n, 1) for n in t.shape], dtype=object)) * t.storage.type.dtype.itemsize
+    if total > size + (1 << 20):
+        raise _truncated(name, f"its tensors declare {total} bytes, more than the {size} bytes of the file")
 
 
 def _read_into(read: Callable[[int], bytes], out: np.ndarray, name: str, key: str) -> None:
@@ -463,3 +623,16 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
             return False
         expected *= n
     return True
+
+
+def check_finite(ckpt: Checkpoint) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor: converting them would only
+    fail later with an unhelpful verification error, or make a model that draws black frames."""
+    for entry in NEEDED:
+        for key, arr in getattr(ckpt, entry).items():
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                raise CheckpointError(
+                    f"{ckpt.path.name}: {entry}[{_short(key)}] holds {bad} NaN or infinite values of {arr.size}; "
+                    "the checkpoint is damaged or from a diverged training run: use another one"
+                )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import LivepuppetError
+from .errors import LivepuppetError, bounded_lines, from_library_io_error, from_os_error, one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
@@ -173,10 +173,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":  # the live loop installs its own, gentler handler
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        needs_tf = args.command == "convert" or (args.command == "bench" and args.model is None)
+        if needs_tf or getattr(args, "engine", None) == "savedmodel":
+            from .tfquiet import import_tensorflow
+
+            import_tensorflow()  # before any module imports it the noisy way
         return int(_command(args.command)(args) or 0)
     except LivepuppetError as exc:
-        print(f"livepuppet: error: {exc}", file=sys.stderr)
+        print(f"livepuppet: error: {bounded_lines(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk or a vanished file is the user's to fix, not a bug
+        print(f"livepuppet: error: {one_line(str(from_os_error(exc)))}", file=sys.stderr)
+        return LivepuppetError.exit_code
+    except MemoryError:
+        print("livepuppet: error: out of memory; close other programs or use a smaller input", file=sys.stderr)
+        return LivepuppetError.exit_code
+    except Exception as exc:  # a library's own error for a failed write (full disk) is the user's to fix too
+        mapped = from_library_io_error(exc)
+        if mapped is None:
+            raise
+        print(f"livepuppet: error: {one_line(str(mapped))}", file=sys.stderr)
+        return mapped.exit_code
     except KeyboardInterrupt:
         print("livepuppet: interrupted", file=sys.stderr)
         return 130

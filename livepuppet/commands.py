@@ -40,11 +40,12 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     entry's preset names the published model, a mirror may hold another one).
     """
     from . import config as cfgmod
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_finite, load_checkpoint
     from .errors import ConfigError
 
     start = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
+    check_finite(ckpt)
     try:
         cfg = cfgmod.resolve(config, (ckpt.generator, ckpt.kp_detector))
         cfgmod.validate(cfg, ckpt.generator, ckpt.kp_detector, source=str(checkpoint))

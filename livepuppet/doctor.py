@@ -338,7 +338,7 @@ def _openvino(report: Report) -> None:
 
 def _models(report: Report) -> None:
     from .manifest import MANIFEST, read_manifest
-    from .paths import PARTIAL_SUFFIX, checkpoint_dir, models_dir
+    from .paths import HOME_ENV, PARTIAL_SUFFIX, checkpoint_dir, home_and_reason, models_dir
 
     default_name, default_file = None, None
     try:
@@ -351,6 +351,8 @@ def _models(report: Report) -> None:
     except Exception as exc:  # noqa: BLE001 - a broken registry file is a finding
         report.add("default model", f"registry error: {exc}", BAD)
 
+    home, why = home_and_reason()
+    report.add("data folders", f"{home} ({why}); set ${HOME_ENV} to move them")
     folder = models_dir()
     found = []
     for sub in sorted(p for p in _listdir(folder) if p.is_dir() and not p.name.startswith(".")):

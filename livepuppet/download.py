@@ -13,15 +13,20 @@ the usual ``https_proxy``/``http_proxy`` variables); ``rich`` draws the bar.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
 import socket
 import ssl
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -39,6 +44,9 @@ from livepuppet.paths import PARTIAL_SUFFIX, checkpoint_dir, find_checkpoint
 from livepuppet.registry import ModelEntry
 
 CHUNK_SIZE = 256 * 1024
+MAX_UNKNOWN_SIZE = 2 << 30  # bytes, when the registry does not know the file's size (FOMM files are ~0.7 GB)
+STALL_BYTES = 16 * 1024  # a connection bringing less than this per timeout window has stalled
+DEADLINE = 3 * 3600.0  # seconds for a whole download
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -64,6 +72,7 @@ def download(
     *,
     progress: bool = True,
     timeout: float = 30,
+    deadline: float = DEADLINE,
 ) -> Path:
     """Download ``entry`` into ``dest_dir`` (default: the checkpoint folder).
 
@@ -73,7 +82,9 @@ def download(
     entry's md5 and sha256 (those that are known). Raises :class:`DownloadError`
     on a checksum mismatch (nothing is kept) or when every URL failed (the
     message says where to get the file by hand and where to put it).
-    ``timeout`` bounds each connection attempt and each read, in seconds.
+    ``timeout`` bounds each connection attempt and each read, in seconds, and is the stall window
+    (under STALL_BYTES in it fails the URL); ``deadline`` bounds the whole download. The server may send
+    no more than the registry's size (2 GiB when unknown). One download per folder runs at a time.
     """
     folder = (Path(dest_dir) if dest_dir is not None else checkpoint_dir()).absolute()
     final = folder / entry.filename
@@ -88,8 +99,43 @@ def download(
     except OSError as exc:
         raise DownloadError(f"cannot create the folder {folder}: {_os_reason(exc)}") from None
 
-    partial = folder / (entry.filename + PARTIAL_SUFFIX)
     console = Console(stderr=True, highlight=False)
+    with _folder_lock(folder, entry, console):
+        if find_checkpoint(entry, folder) is not None:  # another run finished it meanwhile
+            return final
+        return _download_locked(entry, folder, progress=progress, timeout=timeout, deadline=deadline,
+                                console=console)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, entry: ModelEntry, console: Console) -> Iterator[None]:
+    """One download per checkpoint folder at a time: a second run waits, then finds the finished file.
+
+    The folder itself is locked (flock on its descriptor), so no lock file is left behind.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(f"another livepuppet is downloading into {folder}; waiting for it to finish "
+                          f"(Ctrl-C to stop)", markup=False, soft_wrap=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _download_locked(entry: ModelEntry, folder: Path, *, progress: bool, timeout: float, deadline: float,
+                     console: Console) -> Path:
+    final = folder / entry.filename
+    partial = folder / (entry.filename + PARTIAL_SUFFIX)
+    limits = _Limits(timeout, time.monotonic() + deadline, entry.size or MAX_UNKNOWN_SIZE)
     failures: list[tuple[str, str]] = []
     started_over = False
     index = 0
@@ -97,7 +143,7 @@ def download(
         url = entry.urls[index]
         resumed_from = _size(partial)
         try:
-            _fetch(url, partial, entry, timeout=timeout, show=progress, console=console)
+            _fetch(url, partial, entry, limits=limits, show=progress, console=console)
         except _UrlFailed as exc:
             reason = str(exc)
             failures.append((url, reason))
@@ -139,7 +185,7 @@ def download(
 # one URL
 
 
-def _fetch(url: str, partial: Path, entry: ModelEntry, *, timeout: float, show: bool, console: Console) -> None:
+def _fetch(url: str, partial: Path, entry: ModelEntry, *, limits: _Limits, show: bool, console: Console) -> None:
     """Bring ``partial`` to the complete file from ``url``, resuming when it exists.
 
     Returns when the server says the file is complete; raises :class:`_UrlFailed`
@@ -147,21 +193,23 @@ def _fetch(url: str, partial: Path, entry: ModelEntry, *, timeout: float, show: 
     """
     for _attempt in range(2):
         try:
-            _fetch_once(url, partial, entry, timeout=timeout, show=show, console=console)
+            _fetch_once(url, partial, entry, limits=limits, show=show, console=console)
             return
         except _StartOver:
             _remove(partial)
     raise _UrlFailed("the server's answers to a resumed download do not fit together")
 
 
-def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, timeout: float, show: bool, console: Console) -> None:
+def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, limits: _Limits, show: bool,
+                console: Console) -> None:
+    timeout = limits.timeout
     offset = _size(partial)
     headers = {"User-Agent": f"livepuppet/{__version__}", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
         request = urllib.request.Request(url, headers=headers)
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
@@ -190,8 +238,10 @@ def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, timeout: float, s
         else:
             raise _UrlFailed(f"unexpected HTTP {response.status} answer")
 
+        if total is not None and total > limits.max_size:
+            raise _UrlFailed(f"the server announces {total} bytes, more than the {limits.max_size} of the file")
         try:
-            out = open(partial, mode)
+            out = open(partial, mode, buffering=0)  # unbuffered: a full disk fails in write, never later in close
         except OSError as exc:
             raise DownloadError(f"cannot write {partial}: {_os_reason(exc)}") from None
 
@@ -206,22 +256,73 @@ def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, timeout: float, s
         with out, Progress(*columns, console=console, disable=not show) as bar:
             what = entry.filename + (" (resuming)" if offset else "")
             task = bar.add_task(what, total=total or entry.size, completed=offset)
+            watch = _Watch(limits)
             while True:
                 try:
-                    chunk = response.read(CHUNK_SIZE)
+                    chunk = response.read1(CHUNK_SIZE)  # what has arrived: a trickle cannot block for hours
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     raise _UrlFailed(_cut_off(written, total, _describe(exc, timeout))) from None
                 if not chunk:
                     break
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise DownloadError(f"cannot write {partial}: {_os_reason(exc)}") from None
                 written += len(chunk)
+                if written > limits.max_size:
+                    raise _UrlFailed(_cut_off(written, total, f"the server sends more than the {limits.max_size} "
+                                                              "bytes of the file"))
+                _write_all(out, chunk, partial)
+                if problem := watch.check(len(chunk)):
+                    raise _UrlFailed(_cut_off(written, total, problem))
                 bar.update(task, advance=len(chunk))
 
     if total is not None and written < total:
         raise _UrlFailed(_cut_off(written, total, "connection closed"))
+
+
+def _write_all(out, chunk: bytes, partial: Path) -> None:
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[out.write(view):]
+    except OSError as exc:
+        raise DownloadError(f"cannot write {partial}: {_os_reason(exc)}; the part downloaded so far is kept "
+                            "and the next download resumes it") from None
+
+
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float  # seconds per connection attempt and per read; also the stall window
+    deadline: float  # time.monotonic() by which the whole download must be done
+    max_size: int  # bytes the file may have: the registry's size, else MAX_UNKNOWN_SIZE
+
+
+class _Watch:
+    """Stall and deadline checks: a server sending a byte every few seconds never trips a read timeout."""
+
+    def __init__(self, limits: _Limits) -> None:
+        self.limits = limits
+        self.window_start, self.window_bytes = time.monotonic(), 0
+
+    def check(self, received: int) -> str | None:
+        now = time.monotonic()
+        if now > self.limits.deadline:
+            return "the download took longer than its deadline"
+        self.window_bytes += received
+        if now - self.window_start >= self.limits.timeout:
+            if self.window_bytes < STALL_BYTES:
+                return f"stalled (under {STALL_BYTES // 1024} KB in {self.limits.timeout:g} s)"
+            self.window_start, self.window_bytes = now, 0
+        return None
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only: never to ftp:// or file://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError(f"refused a redirect to {newurl[:80]} (only http and https are followed)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _cut_off(written: int, total: int | None, why: str) -> str:

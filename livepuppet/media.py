@@ -24,7 +24,6 @@ import functools
 import math
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 
 from livepuppet.errors import MediaError
+from livepuppet.paths import partial_name, stale_partials
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 """File name extensions read from a folder of driving frames (case-insensitive)."""
@@ -56,6 +56,8 @@ _W = TypeVar("_W", bound="_Writer")
 # libavformat's own messages ("moov atom not found") would precede our one-line
 # error for a corrupt video; read by OpenCV when it first opens a video file.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+MAX_PIXELS = 64_000_000  # per image: an 8K photo fits; 20000x20000 would take 5.8 GB as float RGB
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))  # OpenCV's own guard, for other formats
 
 
 @contextlib.contextmanager
@@ -98,6 +100,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as exc:
         raise MediaError(f"cannot read image {p}: {exc.strerror or exc}; check its permissions") from exc
+    _check_pixels(header_size(data[:1 << 16].tobytes()), p)
     decoded = None
     if data.size:
         try:
@@ -109,7 +112,36 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             f"cannot read image {p}: the file is empty, corrupt or not a supported format; "
             "save it as PNG or JPEG and try again"
         )
+    _check_pixels(decoded.shape[1::-1], p)  # formats whose header is not read above
     return _decoded_to_rgb_float(decoded, p)
+
+
+def _check_pixels(size: tuple[int, int] | None, path: Path) -> None:
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        w, h = size
+        raise MediaError(f"image {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), above livepuppet's limit of "
+                         f"{MAX_PIXELS / 1e6:.0f}; scale it down (the model sees 256x256 anyway)")
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding, so a 1 MB file of 20000x20000 pixels is
+    refused before it takes gigabytes; None for other formats or a header that is not there."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 9 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(head[pos + 7:pos + 9], "big"), int.from_bytes(head[pos + 5:pos + 7], "big")
+        pos += 2 + int.from_bytes(head[pos + 2:pos + 4], "big")
+    return None
 
 
 def _decoded_to_rgb_float(img: np.ndarray, source: Path) -> np.ndarray:
@@ -137,6 +169,8 @@ def _decoded_to_rgb_float(img: np.ndarray, source: Path) -> np.ndarray:
             "save it as an RGB PNG or JPEG"
         )
     out = rgb.astype(np.float32)
+    if scale == 1.0 and not np.isfinite(out).all():
+        raise MediaError(f"image {source} has NaN or infinite pixels; save it as an 8- or 16-bit PNG or JPEG")
     if scale != 1.0:
         np.divide(out, np.float32(scale), out=out)  # exact x / 255, not x * (1 / 255)
     np.clip(out, 0.0, 1.0, out=out)
@@ -282,6 +316,8 @@ class FrameSource:
         self._index = 0
         self._pending: np.ndarray | None = None
         self._closed = False
+        self._read = 1  # frames decoded, the first one on opening
+        self.notices: list[str] = []
         if not self.path.exists():
             raise MediaError(f"driving video or frame folder not found: {self.path}; check the path")
         if self.path.is_dir():
@@ -343,8 +379,10 @@ class FrameSource:
         if self._capture is not None:
             ok, bgr = self._capture.read()
             if not ok or bgr is None:
+                self._note_short_read()
                 self.close()
                 raise StopIteration
+            self._read += 1
             return _decoded_to_rgb_float(bgr, self.path)
         if self._index >= len(self._files):
             self.close()
@@ -352,6 +390,12 @@ class FrameSource:
         path = self._files[self._index]
         self._index += 1
         return read_image(path)
+
+    def _note_short_read(self) -> None:
+        """A video that ends well before the frame count it declares is damaged: say so, never silently."""
+        if self.frame_count is not None and self._read < self.frame_count * 0.98 - 1:
+            self.notices.append(f"{self.path.name} ended after {self._read} of its {self.frame_count} frames; "
+                                "the file is probably damaged, so the output is shorter")
 
     def close(self) -> None:
         """Release the video decoder; iteration then stops. Safe to call twice."""
@@ -402,6 +446,24 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
 # --------------------------------------------------------------------------- writing
 
 
+def refuse_input_as_output(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
+    """An input is never an output: refuse, before anything is opened, an output that names an input
+    (the same path, a link to it, or a folder of frames written into the folder being read)."""
+    out = Path(output).expanduser()
+    for item in inputs:
+        if item is None or not os.path.exists(item):
+            continue  # a camera index or URL
+        src = Path(item).expanduser()
+        try:
+            same = out.exists() and os.path.samefile(out, src)
+            same = same or out.resolve() == src.resolve()
+        except OSError:
+            same = False
+        if same:
+            raise MediaError(f"the output {out} is also an input ({src}); writing it would destroy that input, "
+                             "so choose another output name")
+
+
 def _check_parent(target: Path) -> Path:
     """Return the folder an output goes into, or explain why it cannot be used."""
     parent = target.parent
@@ -413,8 +475,10 @@ def _check_parent(target: Path) -> Path:
 
 
 def _partial_name(target: Path, suffix: str = "") -> Path:
-    """A hidden, unique sibling name for work in progress (same folder, so rename is atomic)."""
-    return target.with_name(f".{target.stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{suffix}")
+    """A hidden, unique sibling name for work in progress; stale ones (their process gone) are removed."""
+    for stale in stale_partials(target):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return partial_name(target, suffix)
 
 
 class _Writer:
@@ -469,7 +533,8 @@ class VideoWriter(_Writer):
     in place and flushed too, which Matroska players tolerate when cut off.
     (After a hard kill, a non-fragmented writer may leave its hidden
     ``.NAME.partial-*`` file next to the target.) An existing file at ``path``
-    is replaced.
+    is replaced only by a finished video (or a recording with frames); a fragmented
+    writer whose encoder fails mid-way (a full disk) keeps the frames already written.
 
     Without an ffmpeg binary it falls back to OpenCV's 'mp4v' writer: larger
     files, no audio, and no fragmentation. :attr:`codec` says which is used.
@@ -520,9 +585,12 @@ class VideoWriter(_Writer):
             raise MediaError(f"cannot write video {self.path}: a folder of that name exists; choose another name")
         _check_parent(self.path)
         # Create the output file now, so an unwritable location fails before any work.
-        self._work = self.path if self.fragmented else _partial_name(self.path, self.path.suffix)
+        # A live recording goes in place (a killed run still leaves it playable) unless a file is there:
+        # then beside it, so the existing file is only ever replaced by a recording that has frames.
+        in_place = self.fragmented and not os.path.lexists(self.path)
+        self._work = self.path if in_place else _partial_name(self.path, self.path.suffix)
         try:
-            fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self.fragmented else os.O_EXCL), 0o666)
+            fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             os.close(fd)
         except OSError as exc:
             raise MediaError(
@@ -607,6 +675,9 @@ class VideoWriter(_Writer):
             except (BrokenPipeError, OSError) as exc:
                 self._proc.wait()
                 detail = _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
+                if self.fragmented and self.frames_written:
+                    raise MediaError(f"recording stopped: ffmpeg could not write {self.path} ({detail}); "
+                                     f"{self._keep_fragments()}; check free disk space") from exc
                 self.abort()
                 raise MediaError(f"ffmpeg stopped while writing {self.path}: {detail}; check free disk space") from exc
         self.frames_written += 1
@@ -646,6 +717,17 @@ class VideoWriter(_Writer):
             raise
         finally:
             self._close_stderr()
+
+    def _keep_fragments(self) -> str:
+        """After the encoder failed mid-recording: keep the fragments it wrote, under the final name."""
+        self._done = True
+        self._close_stderr()
+        try:
+            if self._work != self.path:
+                os.replace(self._work, self.path)
+        except OSError:
+            return f"the frames recorded so far are in {self._work}"
+        return f"the frames recorded so far are kept in {self.path}"
 
     def _mux_audio(self) -> None:
         """Copy the audio of ``audio_from`` into the encoded video, cut to the video's duration.

@@ -1,9 +1,11 @@
 """Where livepuppet keeps checkpoints and converted models.
 
-By default both folders live in the directory livepuppet is run from (users
-run it from a clone of the repository): ``./checkpoint`` for downloaded or
-hand-placed PyTorch checkpoints and ``./models`` for converted model folders.
-Setting ``LIVEPUPPET_HOME`` moves both under that directory instead.
+``checkpoint/`` (downloaded or hand-placed PyTorch checkpoints) and ``models/``
+(converted model folders) live under one home: ``$LIVEPUPPET_HOME`` when set;
+else the livepuppet checkout when run from inside it (a clone of the
+repository); else the per-user data folder (``platformdirs``, e.g.
+``~/.local/share/livepuppet``), so running from another folder never
+downloads and converts everything again.
 
 Nothing here creates a folder; whoever writes into one creates it.
 """
@@ -24,14 +26,32 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def home_dir() -> Path:
-    """The directory holding ``checkpoint/`` and ``models/``, as an absolute path.
+    """The directory holding ``checkpoint/`` and ``models/``, as an absolute path."""
+    return home_and_reason()[0]
 
-    ``$LIVEPUPPET_HOME`` when set (and not empty), else the current working
-    directory at the time of the call.
-    """
+
+def home_and_reason() -> tuple[Path, str]:
+    """The home directory and why it is the one (``doctor`` shows both)."""
     value = os.environ.get(HOME_ENV, "").strip()
-    base = Path(value).expanduser() if value else Path.cwd()
-    return base.absolute()
+    if value:
+        return Path(value).expanduser().absolute(), f"${HOME_ENV}"
+    checkout = _checkout()
+    if checkout is not None and Path.cwd().absolute().is_relative_to(checkout):
+        return checkout, "the livepuppet checkout this is run from"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("livepuppet", appauthor=False)).absolute(), "the per-user data folder"
+
+
+def _checkout() -> Path | None:
+    """The repository this livepuppet runs from, or None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        if 'name = "livepuppet"' in (root / "pyproject.toml").read_text(encoding="utf-8"):
+            return root
+    except OSError:
+        pass
+    return None
 
 
 def checkpoint_dir() -> Path:
@@ -60,3 +80,35 @@ def find_checkpoint(entry: "ModelEntry", directory: Path | None = None) -> Path 
     except OSError:
         return None
     return None
+
+
+def partial_name(target: Path, suffix: str = "") -> Path:
+    """The one rule for work in progress: a hidden sibling ``.NAME.partial-PID-HEX`` (same folder, so the
+    final rename is atomic; the pid lets a later run tell a killed run's leftovers from a live one's)."""
+    import secrets
+
+    return target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(3)}{suffix}")
+
+
+def stale_partials(target: Path) -> list[Path]:
+    """Leftovers of ``partial_name(target)`` whose process is gone (a killed convert or animate)."""
+    found = []
+    try:
+        siblings = list(target.parent.glob(f".{target.name}.partial-*"))
+    except OSError:
+        return []
+    for path in siblings:
+        pid = path.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or cannot tell: leave it
+    return True

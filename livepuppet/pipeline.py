@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 
 from .engines import Engine, Keypoints, SourceData
 from .smoothing import DEFAULT_STRENGTH, KeypointSmoother
+
+HISTORY_LENGTH = 1000  # per-stage timings kept: enough for a percentile, bounded over a day-long run
 
 
 class Pipeline:
@@ -40,7 +42,8 @@ class Pipeline:
         self.initial: Keypoints | None = None
         self._last: Keypoints | None = None
         self.timings: dict[str, float] = {}
-        self.history: dict[str, list[float]] = defaultdict(list)
+        self.notices: list[str] = []  # things the user should hear about once (commands print them)
+        self.history: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=HISTORY_LENGTH))
 
     def _timed(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -79,6 +82,9 @@ class Pipeline:
         self._watch_pose(driving)
         if self.initial is None:
             self.initial = driving[0]
+            if self.adapt_scale and degenerate_hull(self.initial.value, self.source.keypoints.value):
+                self.notices.append("the calibration or source keypoints all lie on one line, so the movement "
+                                    "scale cannot be adapted; using scale 1")
         self._last = driving
         norm = self.engine.process_keypoints(self.source.keypoints, driving, self.initial,
                                              self.relative, self.adapt_scale)
@@ -119,3 +125,14 @@ def layout(value: np.ndarray) -> np.ndarray:
     centred = value - value.mean(axis=0)
     return centred / max(float(np.sqrt((centred**2).sum(axis=1).mean())), 1e-8)
 
+
+
+def degenerate_hull(*keypoints: np.ndarray) -> bool:
+    """Whether any (1, K, 2) or (K, 2) keypoint set has a convex hull of area 0 (or is not finite)."""
+    import cv2
+
+    for value in keypoints:
+        points = np.asarray(value, np.float32).reshape(-1, 2)
+        if not np.isfinite(points).all() or cv2.contourArea(cv2.convexHull(points)) <= 0:
+            return True
+    return False

@@ -28,3 +28,12 @@ def xdisplay():
     finally:
         xvfb.terminate()
         xvfb.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory):
+    """The SMALL checkpoints and their converted model folders, each made once per session (see
+    tests/test_convert.py's SmallModels); test files share it instead of converting SMALL again."""
+    from tests.test_convert import shared_small_models
+
+    return shared_small_models(tmp_path_factory)

@@ -19,7 +19,7 @@ import torch
 
 from livepuppet import media
 from livepuppet.cli import build_parser, main
-from tests.reference.factory import SMALL_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw
+from tests.reference.factory import random_frames, random_video, to_torch_nchw
 from tests.reference.fomm import animate_reference, normalize_kp
 
 SIZE = 64
@@ -97,15 +97,13 @@ def _reference_with_initial(generator, kp_detector, source: np.ndarray, driving:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Converted SMALL model at 64x64, the reference models, and input files at model size."""
-    from livepuppet.commands import convert_checkpoint
-
+def setup(tmp_path_factory, small):
+    """Converted SMALL model at 64x64 (the session's), the reference models, and input files at model size."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the reference is tiny; thread hand-offs cost more than they save on a busy CPU
     root = tmp_path_factory.mktemp("animate")
-    generator, kp_detector = make_checkpoint(root / "small.pth.tar", SMALL_PARAMS, seed=0)
-    model = convert_checkpoint(root / "small.pth.tar", root / "model", size=(SIZE, SIZE))
+    model = small.model("legacy-fp32-b1")  # SMALL, seed 0, fp32, batch 1, 64x64
+    generator, kp_detector = small.torch_models
 
     source_u8 = _u8(random_frames(1, SIZE, SIZE, seed=7))[0]
     driving_u8 = _u8(random_video(N_FRAMES, SIZE, SIZE, seed=1, speed=0.05))

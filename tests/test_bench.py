@@ -18,7 +18,7 @@ import pytest
 from livepuppet import bench
 from livepuppet import config as cfgmod
 from livepuppet.cli import main
-from tests.reference import SMALL_PARAMS, make_checkpoint
+from tests.reference import SMALL_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
@@ -29,13 +29,8 @@ def small_config() -> cfgmod.ModelConfig:
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    from livepuppet.commands import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("bench")
-    ckpt = root / "small.pth.tar"
-    make_checkpoint(ckpt, SMALL_PARAMS, seed=3)
-    return convert_checkpoint(ckpt, root / "small", size=(SIZE, SIZE))
+def small_model(small) -> Path:
+    return small.model("legacy-fp32-b1")  # the session's SMALL model, converted once
 
 
 def _check_result(result: dict, engine: str, batch: int) -> None:

@@ -125,11 +125,6 @@ def shared_small_models(factory: pytest.TempPathFactory) -> SmallModels:
     return _SHARED[root]
 
 
-@pytest.fixture(scope="session")
-def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
-    return shared_small_models(tmp_path_factory)
-
-
 def _leftovers(parent: Path) -> list[str]:
     """Temporary folders a convert may have left beside its destination."""
     return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)

@@ -9,7 +9,6 @@ import random
 import re
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -37,12 +36,11 @@ HALF = len(PAYLOAD) // 2
 #   /ok/...       serves the file, honouring "Range: bytes=N-" (206, or 416 past the end)
 #   /drop/...     like /ok, but the first request is cut off after half the bytes
 #   /norange/...  ignores Range and always answers 200 with the whole file
-#   /slow/...     answers only after SLOW_SECONDS
+#   /slow/...     never answers until the server shuts down (an event, not a sleep)
 #   /nolength/... like /ok, without a Content-Length (the end of the file is the end of the connection)
 #   /404/...      404 Not Found
 
 
-SLOW_SECONDS = 0.6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         if mode == "slow":
-            time.sleep(SLOW_SECONDS)
+            srv.release.wait(60)
 
         body = srv.payload
         start = 0
@@ -101,18 +99,21 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(payload: bytes):
-    """A _Server on a free 127.0.0.1 port serving ``payload``, shut down on exit (test_first_run uses it too)."""
-    srv = _Server(("127.0.0.1", 0), _Handler)
+def serving(payload: bytes, handler: type[BaseHTTPRequestHandler] = _Handler):
+    """A _Server on a free 127.0.0.1 port serving ``payload``, shut down on exit (test_first_run and
+    test_hostile_io use it too, the latter with a handler of its own)."""
+    srv = _Server(("127.0.0.1", 0), handler)
     srv.payload = payload
     srv.requests = []
     srv.dropped = False
+    srv.release = threading.Event()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield srv
     finally:
+        srv.release.set()
         srv.shutdown()
         srv.server_close()
 
@@ -254,9 +255,8 @@ def test_404_on_first_url_then_second_url(server, tmp_path, capsys):
 
 def test_timeout_moves_on_to_the_next_url(server, tmp_path):
     entry = _entry(f"{server.base}/slow/{FILENAME}", f"{server.base}/ok/{FILENAME}")
-    started = time.monotonic()
-    path = download(entry, tmp_path, progress=False, timeout=0.2)
-    assert time.monotonic() - started < SLOW_SECONDS
+    path = download(entry, tmp_path, progress=False, timeout=0.2)  # /slow/ answers only at teardown
+    assert [p for p, _ in server.requests] == [f"/slow/{FILENAME}", f"/ok/{FILENAME}"]
     assert path.read_bytes() == PAYLOAD
 
 
@@ -405,10 +405,22 @@ def test_bad_mirror_env(monkeypatch):
 # project folders
 
 
-def test_folders_default_to_the_working_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert paths.checkpoint_dir() == tmp_path / "checkpoint"
-    assert paths.models_dir() == tmp_path / "models"
+def test_folders_default_to_the_per_user_data_folder(tmp_path, monkeypatch):
+    """Run from a folder outside the checkout: the per-user data folder, wherever the command runs."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for where in (tmp_path, tmp_path / "elsewhere"):
+        where.mkdir(exist_ok=True)
+        monkeypatch.chdir(where)
+        assert paths.checkpoint_dir() == tmp_path / "data" / "livepuppet" / "checkpoint"
+        assert paths.models_dir() == tmp_path / "data" / "livepuppet" / "models"
+    assert "per-user" in paths.home_and_reason()[1]
+
+
+def test_folders_inside_the_checkout_are_the_checkouts(monkeypatch):
+    root = paths.Path(paths.__file__).resolve().parent.parent
+    monkeypatch.chdir(root / "tests")  # anywhere inside the clone
+    assert paths.models_dir() == root / "models" and paths.checkpoint_dir() == root / "checkpoint"
+    assert "checkout" in paths.home_and_reason()[1]
 
 
 def test_livepuppet_home_moves_the_folders(tmp_path, monkeypatch):
@@ -418,7 +430,7 @@ def test_livepuppet_home_moves_the_folders(tmp_path, monkeypatch):
 
 
 def test_find_checkpoint_uses_a_hand_placed_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIVEPUPPET_HOME", str(tmp_path))
     entry = get_entry("vox-adv")
     folder = tmp_path / "checkpoint"
     folder.mkdir()

@@ -39,11 +39,6 @@ REDUCED_TOLERANCE = {
 }
 
 
-@pytest.fixture(scope="session")
-def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
-    return shared_small_models(tmp_path_factory)
-
-
 _ENGINES: dict[tuple[str, str], Engine] = {}
 
 

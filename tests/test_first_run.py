@@ -287,8 +287,9 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     model.mkdir(parents=True)
     (model / MANIFEST).write_text(json.dumps({
         "format": 1, "precision": "fp16", "batch": 1,
-        "config": ModelConfig(num_kp=5).with_frame_shape(64, 64).to_dict(),
-        "models": {name: {} for name in ("kp_detector", "source_encoder", "kp_processing", "generator")},
+        "config": ModelConfig(num_kp=5).with_frame_shape(128, 128).to_dict(),  # a size the vox layout takes
+        "models": {name: {"tflite": f"{name}.tflite", "savedmodel": name}
+                   for name in ("kp_detector", "source_encoder", "kp_processing", "generator")},
     }))
     (env.home / "models" / "broken").mkdir()
     (env.home / "models" / "broken" / MANIFEST).write_text("{not json")
@@ -300,11 +301,13 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     assert _cli("doctor") == 0
     out = capsys.readouterr().out
     for row in ("livepuppet", "Python", "TensorFlow", "LiteRT", "OpenCV", "numpy", "cameras",
-                "virtual camera", "GPU (TensorFlow)", "OpenVINO", "default model", "models", "checkpoints"):
+                "virtual camera", "GPU (TensorFlow)", "OpenVINO", "default model", "data folders", "models",
+                "checkpoints"):
         assert f"│ {row} " in out, row
     assert "devices CPU" in out.split("│ OpenVINO ")[1].splitlines()[0]
+    assert "$LIVEPUPPET_HOME)" in out.split("│ data folders ")[1].splitlines()[0]
     assert "Traceback" not in out
-    assert f"{MODEL_FOLDER} (default): fp16, 64x64, batch 1, 5 keypoints" in out
+    assert f"{MODEL_FOLDER} (default): fp16, 128x128, batch 1, 5 keypoints" in out
     assert "broken: unusable" in out
     assert f"{CKPT} (default): 0.3 MB" in out
     assert "unfinished download" in out

@@ -569,9 +569,14 @@ def test_fragmented_writes_in_place_and_keeps_recording_on_error(tmp_path: Path)
             raise RuntimeError("camera unplugged")
     assert media.probe_video(out)["frame_count"] == 4
 
+    writer = media.VideoWriter(out, 25, fragmented=True)  # over the existing file: written beside it
+    writer.write(_gray_frame(0))
+    writer.abort()  # an explicit abort discards even a recording, and leaves the earlier file alone
+    assert list(tmp_path.iterdir()) == [out] and media.probe_video(out)["frame_count"] == 4
+    out.unlink()
     writer = media.VideoWriter(out, 25, fragmented=True)
     writer.write(_gray_frame(0))
-    writer.abort()  # an explicit abort discards even a recording
+    writer.abort()
     assert list(tmp_path.iterdir()) == []
 
 

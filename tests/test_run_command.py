@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from livepuppet.media import VideoWriter, open_frames, probe_video
-from tests.reference.factory import SMALL_PARAMS, make_checkpoint, random_video
+from tests.reference.factory import random_video
 
 SIZE = 64
 STARTUP = re.compile(r"^first avatar frame ([\d.]+) s after start; peak memory (\d+) MB$", re.M)
@@ -35,15 +35,12 @@ HAS_VIDEO_DEVICES = sys.platform.startswith("linux") and bool(list(Path("/dev").
 # -- fixtures ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    """The converted model (once per module), a portrait and the camera clips."""
+def assets(tmp_path_factory, small) -> dict[str, Path]:
+    """The converted model (the session's), a portrait and the camera clips."""
     from skimage.data import astronaut
 
-    from livepuppet.commands import convert_checkpoint
-
     root = tmp_path_factory.mktemp("run_assets")
-    make_checkpoint(root / "small.pth.tar", SMALL_PARAMS, seed=0)
-    model = convert_checkpoint(root / "small.pth.tar", root / "model", size=(SIZE, SIZE))
+    model = small.model("legacy-fp32-b1")  # the session's SMALL model (seed 0, fp32, batch 1, 64x64)
 
     portrait = root / "portrait.png"
     cv2.imwrite(str(portrait), astronaut()[20:240, 120:330, ::-1])  # head and shoulders

@@ -22,7 +22,7 @@ class SavedModelEngine(Engine):
             path = manifest.path(model, "savedmodel")
             try:
                 self._fns[model] = tf.saved_model.load(str(path)).signatures["serving_default"]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as exc:  # truncated files too
                 raise ModelFolderError(f"cannot load the SavedModel {path} ({type(exc).__name__}); convert again") from None
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -59,9 +59,22 @@ class TFLiteEngine(Engine):
                 raise ModelFolderError(f"{path} is not a valid TFLite model ({exc}); convert again") from None
             release_file_pages(path)
             self._runners[model] = interp.get_signature_runner("serving_default")
+        _check_input_shape(self._runners["kp_detector"], manifest, paths["kp_detector"])
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._runners[model](**inputs)
+
+
+def _check_input_shape(runner, manifest: Manifest, path: Path) -> None:
+    """The model file, not only its manifest, must take frames of the manifest's size and batch."""
+    try:
+        actual = [int(d) for d in runner.get_input_details()["image"]["shape_signature"]]
+    except (KeyError, TypeError, ValueError):
+        raise ModelFolderError(f"{path} has no image input; convert the checkpoint again") from None
+    declared = [manifest.batch or -1, *manifest.frame_size, 3]
+    if actual != declared:
+        raise ModelFolderError(f"{path} takes frames of shape {actual[:4]}, but its manifest says {declared}; "
+                               "convert the checkpoint again")
 
 
 @contextlib.contextmanager

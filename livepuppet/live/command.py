@@ -116,8 +116,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
     source_paths = load_sources(args.source)
-    from ..media import read_image
+    from ..media import read_image, refuse_input_as_output
     from ..portrait import cap_size
+
+    if args.record:
+        refuse_input_as_output(args.record, args.camera, *source_paths)
 
     images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
     from ..commands import resolve_model

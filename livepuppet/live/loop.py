@@ -95,11 +95,15 @@ class LiveStats:
 
     @property
     def fps(self) -> float:
+        """Output rate; 0 when every frame came out of one batch (they leave together: no rate to tell)."""
+        if self.frames <= self.batch:
+            return 0.0
         return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
-        s = f"{self.frames} frames at {self.fps:.1f} fps ({self.stop_reason}); median ms: {stages}"
+        rate = f"at {self.fps:.1f} fps" if self.fps > 0 else "in one batch, too few for a frame rate"
+        s = f"{self.frames} frames {rate} ({self.stop_reason}); median ms: {stages}"
         if self.batch > 1:
             s += f" (inference per batch of up to {self.batch})"
         if self.dropped:

@@ -25,9 +25,12 @@ from livepuppet.live.keys import KEY_HELP, key_name
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """RGB float in [0, 1] or uint8 -> contiguous uint8."""
+    """RGB float in [0, 1] or uint8 -> contiguous uint8, by the one rule of :func:`livepuppet.media.to_uint8`
+    (round half to even, NaN -> 0), so a live recording and ``animate`` write the same pixels."""
     if frame.dtype != np.uint8:
-        frame = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        from livepuppet.media import to_uint8 as rounded
+
+        frame = rounded(frame)
     return np.ascontiguousarray(frame)
 
 

@@ -14,8 +14,15 @@ Keypoints = tuple[tf.Tensor, tf.Tensor]  # value (B, K, 2), jacobian (B, K, 2, 2
 
 
 def movement_scale(kp_source: tf.Tensor, kp_initial: tf.Tensor) -> tf.Tensor:
-    """sqrt(hull area of the source keypoints / hull area of the initial driving keypoints)."""
-    return tf.sqrt(hull_area(kp_source[0])) / tf.sqrt(hull_area(kp_initial[0]))
+    """sqrt(hull area of the source keypoints / hull area of the initial driving keypoints).
+
+    A degenerate hull (area 0: keypoints on one line or one point) gives scale 1, where the original
+    divided by zero; :func:`livepuppet.pipeline.degenerate_hull` lets the caller say so.
+    """
+    source, initial = hull_area(kp_source[0]), hull_area(kp_initial[0])
+    ok = tf.logical_and(source > 0, initial > 0)
+    ratio = tf.sqrt(tf.maximum(source, 1e-30)) / tf.sqrt(tf.maximum(initial, 1e-30))
+    return tf.where(tf.logical_and(ok, tf.math.is_finite(ratio)), ratio, tf.ones([]))
 
 
 def normalize_keypoints(source: Keypoints, driving: Keypoints, initial: Keypoints,
