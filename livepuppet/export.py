@@ -358,7 +358,7 @@ def _print_errors(console: Console, errors: list[tuple[str, float, float]], prec
     console.print(table)
 
 
-def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None) -> None:
+def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None = None) -> None:
     for name, saved, lite in errors:
         stored = model_precision(name, precision)
         worst = max(saved, lite) if stored == "fp32" else saved

@@ -22,18 +22,13 @@ from livepuppet.errors import LivepuppetError, ModelFolderError
 from livepuppet.export import openvino_graph
 from livepuppet.manifest import MODEL_NAMES
 from livepuppet.pipeline import Pipeline
-from tests.test_convert import MATRIX, SmallModels, shared_small_models
+from tests.test_convert import SmallModels
 
 FP32_TOLERANCE = 1e-4
 # bf16 on the SMALL test weights (whose heads are tuned to be sensitive), against PyTorch:
 # measured max 0.11..0.15, mean 6e-3..9e-3 (Zen 4, AVX512-BF16); bounds at about 3x.
 BF16_TOLERANCE = {"max": 0.4, "mean": 0.03}
 NO_BF16 = ("avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-@pytest.fixture(scope="session")
-def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
-    return shared_small_models(tmp_path_factory)
 
 
 def _animate(engine, small: SmallModels) -> np.ndarray:

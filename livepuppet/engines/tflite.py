@@ -57,9 +57,10 @@ class TFLiteEngine(Engine):
                     interp.allocate_tensors()  # applies XNNPACK, which packs the weights now
             except (ValueError, RuntimeError) as exc:
                 raise ModelFolderError(f"{path} is not a valid TFLite model ({exc}); convert again") from None
-            release_file_pages(path)
             self._runners[model] = interp.get_signature_runner("serving_default")
-        _check_input_shape(self._runners["kp_detector"], manifest, paths["kp_detector"])
+            if model == "kp_detector":  # reads the file's tensor table: before its pages are dropped
+                _check_input_shape(self._runners[model], manifest, path)
+            release_file_pages(path)
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._runners[model](**inputs)
