@@ -15,7 +15,6 @@ import gzip
 import json
 import mimetypes
 import shutil
-import threading
 from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -128,6 +127,8 @@ def make_server(model: Path, port: int = 0) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"files": files, "blobs": blobs})
     try:
         return ThreadingHTTPServer(("127.0.0.1", port), partial(handler))
+    except OverflowError:
+        raise LivepuppetError(f"port {port} is out of range; choose one from 1 to 65535") from None
     except OSError as exc:
         raise LivepuppetError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --port") from None
 
@@ -187,11 +188,8 @@ def run(args: argparse.Namespace) -> int:
     server = make_server(model, args.port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     console.print(f"livepuppet web: {model.name} at [bold]{url}[/] (this machine only); Ctrl+C stops it")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        thread.join()
+        server.serve_forever()
     finally:
-        server.shutdown()
         server.server_close()
     return 0

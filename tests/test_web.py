@@ -12,6 +12,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from functools import partial
@@ -138,6 +141,28 @@ def test_web_refuses_a_model_of_another_batch(small: SmallModels, capsys: pytest
     assert main(["web", "--model", str(model), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and batch in err and "--batch 1" in err
+
+
+def test_web_command_serves_until_stopped(small: SmallModels) -> None:
+    """`livepuppet web` as a user runs it: prints its URL, serves the page, stops on SIGTERM without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "livepuppet.cli", "web", "--model", str(small.model("legacy-fp32-b1")),
+                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert found, line
+        assert b"livepuppet" in _get(found.group(0)).read()
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 130 and "Traceback" not in rest
+
+
+def test_web_refuses_a_port_it_cannot_use(small: SmallModels, capsys: pytest.CaptureFixture[str]) -> None:
+    model = small.model("legacy-fp32-b1")
+    capsys.readouterr()
+    assert main(["web", "--model", str(model), "--port", "70000"]) == 2
+    assert "out of range" in capsys.readouterr().err
 
 
 def test_export_writes_a_static_folder_and_replaces_only_an_export(small: SmallModels, tmp_path: Path,
