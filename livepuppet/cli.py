@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
     p.add_argument("--fast", action="store_true",
                    help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
+    p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")
 
     p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
     p.add_argument("--source", action="append", required=True, type=Path,
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="model name (default: vox-adv)")
 
     sub.add_parser("doctor", help="what this machine offers livepuppet")
+
+    p = sub.add_parser("web", help="the animation in a browser page (LiteRT.js), served here or exported")
+    p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free one)")
+    p.add_argument("--export", type=Path, metavar="OUT", help="write a static folder for any web host instead")
     return parser
 
 
@@ -160,6 +166,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
         "bench": ("livepuppet.bench", "run"),
         "download": ("livepuppet.commands", "download"),
         "doctor": ("livepuppet.doctor", "run"),
+        "web": ("livepuppet.web", "run"),
     }[name]
     return getattr(import_module(module), func)
 

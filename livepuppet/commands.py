@@ -76,8 +76,12 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
 
 
 def convert(args: argparse.Namespace) -> int:
-    convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
-                       fast=getattr(args, "fast", False))
+    out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
+                             fast=getattr(args, "fast", False))
+    if getattr(args, "web", None):
+        from .web import export
+
+        console.print(f"[green]web page written to {export(out, args.web)}[/]")
     return 0
 
 

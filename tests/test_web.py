@@ -1,0 +1,300 @@
+"""Issue 14: the page that runs the four .tflite models in the browser (LiteRT.js), its server and its export.
+
+The server and export tests need no browser. The page tests run in Debian's
+Chromium under Playwright (tests/browser.py), on the SMALL 64x64 model from
+tests/test_convert.py's session cache, with a fake camera playing a clip of a
+real photograph (skimage's astronaut). The page's output is read back from its
+canvas and compared with the Python LiteRT engine on the same frames and model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from livepuppet.cli import main
+from livepuppet.engines import open_engine
+from livepuppet.media import to_uint8
+from livepuppet.pipeline import Pipeline
+from livepuppet.web import STATIC, make_server
+from tests import browser
+from tests.test_convert import SmallModels, shared_small_models
+
+MEAN_LEVELS = 2.0  # the issue's bound: page vs Python engine, mean abs difference in 8-bit levels
+VERSION = json.loads((STATIC / "vendor" / "VERSION.json").read_text())
+needs_browser = pytest.mark.skipif(browser.missing() is not None, reason=browser.missing() or "")
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> SmallModels:
+    return shared_small_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return browser.write_y4m(tmp_path_factory.mktemp("web") / "clip.y4m", browser.face_frames(30))
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    if browser.missing():
+        pytest.skip(browser.missing())
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright, clip: Path):
+    b = browser.launch(playwright, clip)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def url(small: SmallModels):
+    with browser.serving(make_server(small.model("legacy-fp32-b1"))) as base:
+        yield base
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh page that records console errors and uncaught exceptions in ``page.problems``."""
+    context = chromium.new_context()
+    p = context.new_page()
+    p.problems = []
+    p.on("console", lambda m: m.type == "error" and p.problems.append(m.text))
+    p.on("pageerror", lambda e: p.problems.append(str(e)))
+    yield p
+    context.close()
+
+
+def _material(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A portrait and n driving frames at the model's size, uint8: the astronaut, still and moving."""
+    frames = browser.face_frames(n + 1, 120, 160)[:, :, 20:140]
+    small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return small[0], small[1:]
+
+
+def _python_engine(model: Path, source: np.ndarray, driving: np.ndarray) -> np.ndarray:
+    """The same frames through the Python LiteRT engine, as uint8 (the page's inputs are x / 255)."""
+    pipe = Pipeline(open_engine(model, "tflite", threads=2))
+    pipe.set_source(source.astype(np.float32) / np.float32(255))
+    return np.stack([to_uint8(pipe.animate(f[None].astype(np.float32) / np.float32(255))[0]) for f in driving])
+
+
+def _levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+# --------------------------------------------------------------------------- server and export (no browser)
+
+
+def _get(url: str, gzip_ok: bool = True):
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip_ok else {})
+    return urllib.request.urlopen(request, timeout=30)
+
+
+def test_server_serves_the_page_the_runtime_and_the_model_only(small: SmallModels) -> None:
+    model = small.model("legacy-fp32-b1")
+    with browser.serving(make_server(model)) as base:
+        assert base.startswith("http://127.0.0.1:")
+        page = _get(base)
+        assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"  # WebAssembly threads need both
+        assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        assert b'type="importmap"' in page.read()
+        for name, facts in VERSION["wasm"].items():
+            zipped = _get(base + "vendor/wasm/" + name)
+            assert zipped.headers["Content-Type"] == "application/wasm"
+            assert zipped.headers["Content-Encoding"] == "gzip"
+            assert hashlib.sha256(gzip.decompress(zipped.read())).hexdigest() == facts["sha256"]
+            plain = _get(base + "vendor/wasm/" + name, gzip_ok=False)
+            assert plain.headers.get("Content-Encoding") is None and len(plain.read()) == facts["bytes"]
+        web = json.loads(_get(base + "model/web.json").read())
+        assert web["frame_size"] == [64, 64] and web["num_kp"] == 5
+        assert _get(base + "model/generator.tflite").read() == (model / "generator.tflite").read_bytes()
+        for bad in ("model/manifest.json", "../pyproject.toml", "vendor/", "%2e%2e/web.py", "web.py"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _get(base + bad)
+            assert err.value.code == 404, bad
+
+
+@pytest.mark.parametrize("key, batch", [("zip-int8-b2", "a batch of 2"), ("zip-fp32-dynamic", "a dynamic batch")])
+def test_web_refuses_a_model_of_another_batch(small: SmallModels, capsys: pytest.CaptureFixture[str],
+                                              key: str, batch: str) -> None:
+    model = small.model(key)
+    capsys.readouterr()  # the conversion's own output
+    assert main(["web", "--model", str(model), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and batch in err and "--batch 1" in err
+
+
+def test_web_command_serves_until_stopped(small: SmallModels) -> None:
+    """`livepuppet web` as a user runs it: prints its URL, serves the page, stops on SIGTERM without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "livepuppet.cli", "web", "--model", str(small.model("legacy-fp32-b1")),
+                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert found, line
+        assert b"livepuppet" in _get(found.group(0)).read()
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 130 and "Traceback" not in rest
+
+
+def test_web_refuses_a_port_it_cannot_use(small: SmallModels, capsys: pytest.CaptureFixture[str]) -> None:
+    model = small.model("legacy-fp32-b1")
+    capsys.readouterr()
+    assert main(["web", "--model", str(model), "--port", "70000"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_export_writes_a_static_folder_and_replaces_only_an_export(small: SmallModels, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "site"
+    model = small.model("legacy-fp32-b1")
+    capsys.readouterr()  # the conversions' own output
+    assert main(["web", "--model", str(model), "--export", str(out)]) == 0
+    for name, facts in VERSION["wasm"].items():  # plain .wasm files: any static host serves them
+        assert hashlib.sha256((out / "vendor" / "wasm" / name).read_bytes()).hexdigest() == facts["sha256"]
+    assert {p.name for p in (out / "model").iterdir()} == {
+        "web.json", "kp_detector.tflite", "source_encoder.tflite", "kp_processing.tflite", "generator.tflite"}
+    assert "Cross-Origin-Embedder-Policy: require-corp" in (out / "_headers").read_text()
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"\nstatic export of the SMALL model: {size / 1e6:.1f} MB")
+    assert f"({size / 1e6:.1f} MB)" in capsys.readouterr().err
+    # Exported again: replaced whole (a file added meanwhile is gone), nothing left beside it.
+    (out / "added-since.txt").write_text("x")
+    assert main(["web", "--model", str(model), "--export", str(out)]) == 0
+    assert not (out / "added-since.txt").exists() and (out / "index.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    # A folder that is not an export is never written into.
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.jpg").write_bytes(b"mine")
+    assert main(["web", "--model", str(small.model("legacy-fp32-b1")), "--export", str(other)]) == 2
+    assert "not a livepuppet web export" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["keep.jpg"]
+
+
+# --------------------------------------------------------------------------- the page in Chromium
+
+
+@needs_browser
+@pytest.mark.parametrize("threads", ["auto", "1"])
+def test_page_matches_the_python_engine(small: SmallModels, url: str, page, threads: str) -> None:
+    source, driving = _material(64, 6)
+    hooked = browser.HookedPage(page, f"{url}?test&threads={threads}")
+    cores = page.evaluate("navigator.hardwareConcurrency")
+    expected_threads = cores if threads == "auto" and cores > 1 else 1
+    assert int(page.evaluate("document.body.dataset.threads")) == expected_threads
+    assert page.inner_text("#backend") == (f"WebAssembly, {expected_threads} threads" if expected_threads > 1
+                                           else "WebAssembly, 1 thread")
+    hooked.set_source(source)
+    got = np.stack([hooked.drive(f) for f in driving])
+    expected = _python_engine(small.model("legacy-fp32-b1"), source, driving)
+    err = _levels(got, expected)
+    print(f"\npage (threads={threads}) vs Python LiteRT engine: mean {err.mean():.4f} levels, max {err.max()}")
+    assert err.mean() <= MEAN_LEVELS
+    assert _levels(got[0], got[-1]).mean() > 1  # the frames moved the avatar: not a frozen picture
+    assert not page.problems
+
+
+@needs_browser
+def test_convert_web_fp16_served_by_a_plain_static_host(small: SmallModels, tmp_path: Path, page) -> None:
+    """`convert --precision fp16 --web OUT`, served by a host that sends no isolation headers:
+    the page falls back to one thread and draws what the Python engine draws."""
+    out = tmp_path / "site"
+    model = tmp_path / "fp16"
+    assert main(["convert", str(small.checkpoint("legacy")), "--out", str(model), "--precision", "fp16",
+                 "--size", "64x64", "--web", str(out)]) == 0
+    web = json.loads((out / "model" / "web.json").read_text())
+    assert web["precision"] == "fp16"
+    assert (out / "model" / "generator.tflite").read_bytes() == (model / "generator.tflite").read_bytes()
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda self, *a: None})
+    with browser.serving(ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(out)))) as base:
+        hooked = browser.HookedPage(page, f"{base}?test")
+        assert page.inner_text("#backend") == "WebAssembly, 1 thread (page not cross-origin isolated)"
+        source, driving = _material(64, 3)
+        hooked.set_source(source)
+        got = np.stack([hooked.drive(f) for f in driving])
+    err = _levels(got, _python_engine(model, source, driving))
+    print(f"\nexported fp16 page vs Python LiteRT engine: mean {err.mean():.4f} levels, max {err.max()}")
+    assert err.mean() <= MEAN_LEVELS
+    assert not page.problems
+
+
+@needs_browser
+def test_calibration_by_key(url: str, page) -> None:
+    """After 'c' the next frame is the calibration frame, which drives the portrait to its own pose."""
+    source, driving = _material(64, 8)
+    hooked = browser.HookedPage(page, f"{url}?test")
+    hooked.set_source(source)
+    first = hooked.drive(driving[0])  # calibrates on the first frame
+    moved = hooked.drive(driving[-1])
+    assert _levels(first, moved).mean() > 1
+    assert page.evaluate("document.body.dataset.calibrations") == "1"
+    page.keyboard.press("c")
+    assert page.inner_text("#calibrated") == "on the next frame"
+    again = hooked.drive(driving[-1])
+    assert page.evaluate("document.body.dataset.calibrations") == "2"
+    assert page.inner_text("#calibrated") == "at frame 3"
+    err = _levels(again, first)
+    print(f"\ncalibrated on another frame: {err.mean():.3f} levels from the first calibration's picture")
+    assert err.mean() < 0.5
+    assert not page.problems
+
+
+@needs_browser
+def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
+    """The live page: fake camera, a picked portrait, 200 avatar frames, fps and stage times, no console error."""
+    portrait = tmp_path / "portrait.png"
+    cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    assert page.is_visible("#message") and "pick or drop a portrait" in page.inner_text("#message")
+    page.set_input_files("#portrait", str(portrait))
+    page.wait_for_function("Number(document.body.dataset.frames) >= 200", timeout=180_000, polling=500)
+    assert not page.is_visible("#message")
+    assert float(page.evaluate("document.body.dataset.fps")) > 0
+    stages = page.inner_text("#stages")
+    assert all(stage in stages for stage in ("keypoints", "process", "generate")), stages
+    pixels = np.array(page.evaluate(
+        "Array.from(document.getElementById('avatar').getContext('2d').getImageData(0, 0, 64, 64).data)"))
+    assert pixels.reshape(-1, 4)[:, :3].std() > 5  # a picture, not an empty canvas
+    print(f"\n200 camera frames at {page.inner_text('#fps')} fps; {stages} ms; {page.inner_text('#backend')}")
+    assert not page.problems, page.problems
+
+
+@needs_browser
+def test_bad_portrait_gets_a_visible_message(url: str, page, tmp_path: Path) -> None:
+    bad = tmp_path / "holiday.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    page.set_input_files("#portrait", str(bad))
+    page.wait_for_function("document.getElementById('message').textContent.includes('holiday.png')")
+    assert page.is_visible("#message")
+    assert "not an image this browser can read" in page.inner_text("#message")
+    good = tmp_path / "portrait.png"  # the page is still alive: a good portrait animates
+    cv2.imwrite(str(good), browser.face_frames(1)[0, :, 40:280, ::-1])
+    page.set_input_files("#portrait", str(good))
+    page.wait_for_function("Number(document.body.dataset.frames) >= 3", timeout=60_000)
+    assert not page.is_visible("#message")
+    assert not page.problems

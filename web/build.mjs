@@ -1,0 +1,34 @@
+// Copies the LiteRT.js runtime out of node_modules into the Python package
+// (livepuppet/web_static/vendor/), so that `pip install` users need no npm.
+// The WebAssembly builds are stored gzip-compressed (about 3.3x smaller);
+// `livepuppet web` serves them with Content-Encoding: gzip and
+// `livepuppet web --export` writes them out plain, for any static host.
+// Run after `npm ci`:  node build.mjs
+import {createHash} from 'node:crypto';
+import {copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {dirname, join} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {gzipSync} from 'node:zlib';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const modules = join(here, 'node_modules', '@litertjs');
+const out = join(here, '..', 'livepuppet', 'web_static', 'vendor');
+
+// Relaxed-SIMD single-thread, relaxed-SIMD threaded, and the plain-SIMD build for browsers
+// without relaxed SIMD. The JSPI build (WebNN, WebGPU/CPU partitioning) is left out: 9.6 MB more.
+const WASM = ['litert_wasm_internal', 'litert_wasm_threaded_internal', 'litert_wasm_compat_internal'];
+
+rmSync(out, {recursive: true, force: true});
+mkdirSync(join(out, 'wasm'), {recursive: true});
+copyFileSync(join(modules, 'core', 'dist', 'index.js'), join(out, 'litertjs-core.js'));
+copyFileSync(join(modules, 'wasm-utils', 'dist', 'index.js'), join(out, 'litertjs-wasm-utils.js'));
+const files = {};
+for (const name of WASM) {
+  copyFileSync(join(modules, 'core', 'wasm', `${name}.js`), join(out, 'wasm', `${name}.js`));
+  const wasm = readFileSync(join(modules, 'core', 'wasm', `${name}.wasm`));
+  writeFileSync(join(out, 'wasm', `${name}.wasm.gz`), gzipSync(wasm, {level: 9}));
+  files[`${name}.wasm`] = {bytes: wasm.length, sha256: createHash('sha256').update(wasm).digest('hex')};
+}
+const version = JSON.parse(readFileSync(join(modules, 'core', 'package.json'), 'utf8')).version;
+writeFileSync(join(out, 'VERSION.json'), JSON.stringify({'@litertjs/core': version, license: 'Apache-2.0', wasm: files}, null, 1) + '\n');
+console.log(`LiteRT.js ${version} -> ${out}`);
