@@ -22,9 +22,9 @@ from rich.table import Table
 from . import config as cfgmod
 from .bench import PEAK_SHAPE, measure, measure_peak
 from .engines import auto
+from .engines.openvino import PRECISIONS as OV_HINTS
 from .manifest import read_manifest
 
-OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 def measure_peak_openvino(precision: str, threads: int | None = None, repeats: int = 7,
@@ -80,10 +80,9 @@ def compare(folder: str | Path, threads: int | None = None, repeats: int = 5, ex
         engine = auto.open_candidate(manifest, candidate, threads, device, cache=False)
         frames, _, _ = auto.measure(engine)
         reference = frames if reference is None else reference
-        diff = np.abs(frames - reference) * 255
+        mean, max_ = auto.levels(frames, reference)
         result = measure(folder, threads=threads, repeats=repeats, peak=False, engine_obj=engine)
-        rows.append({"candidate": candidate, "result": result, "mean": float(diff.mean()),
-                     "max": float(diff.max())})
+        rows.append({"candidate": candidate, "result": result, "mean": mean, "max": max_})
         del engine
     # int8 has no floor here: its convolutions run at int8 and its kept layers at bf16
     peak = peaks({r["candidate"].precision for r in rows} & set(OV_HINTS), threads)
@@ -93,7 +92,7 @@ def compare(folder: str | Path, threads: int | None = None, repeats: int = 5, ex
             row["peak"] = p
             row["floor_ms"] = gflop / p["gflops"] * 1e3
             row["floor_ratio"] = row["result"]["per_frame_ms"] / row["floor_ms"]
-        row["within_budget"] = row["mean"] <= auto.BUDGET["mean"] and row["max"] <= auto.BUDGET["max"]
+        row["within_budget"] = auto.within_budget(row["mean"], row["max"])
     fastest = min((r for r in rows if r["within_budget"]), key=lambda r: r["result"]["per_frame_ms"])
     fastest["auto"] = True
     return rows

@@ -51,10 +51,10 @@ class CPU:
         return " ".join(f for f in REPORTED_FLAGS if f in self.flags) or None
 
     def fast_precision(self) -> str:
-        """The reduced precision OpenVINO should run at on this CPU: bf16 where native, f16 on ARM, else f32."""
+        """The reduced precision OpenVINO should run at on this CPU: bf16 where native, fp16 on ARM, else fp32."""
         if self.is_x86:
-            return "bf16" if self.bf16 else "f32"
-        return "f16" if self.is_arm else "f32"
+            return "bf16" if self.bf16 else "fp32"
+        return "fp16" if self.is_arm else "fp32"
 
     @property
     def fingerprint(self) -> str:

@@ -100,6 +100,6 @@ def build_fast(folder: Path, data: dict[str, Any], graph: str) -> dict[str, Any]
     del exact
     fast = OpenVINOEngine(manifest, precision="int8", kp_precision=default_precision())
     frames, _, _ = auto.measure(fast)
-    diff = np.abs(frames - reference) * 255
-    return {**info, "mean_levels": float(diff.mean()), "max_levels": float(diff.max()),
+    mean, max_ = auto.levels(frames, reference)
+    return {**info, "mean_levels": mean, "max_levels": max_,
             "float_precision": default_precision()}

@@ -53,7 +53,17 @@ class Measured:
 
     @property
     def within_budget(self) -> bool:
-        return self.mean <= BUDGET["mean"] and self.max <= BUDGET["max"]
+        return within_budget(self.mean, self.max)
+
+
+def levels(frames: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean and max absolute difference in 8-bit levels (frames in [0, 1])."""
+    diff = np.abs(frames - reference) * 255
+    return float(diff.mean()), float(diff.max())
+
+
+def within_budget(mean: float, max_: float) -> bool:
+    return mean <= BUDGET["mean"] and max_ <= BUDGET["max"]
 
 
 def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list[Candidate]:
@@ -65,7 +75,6 @@ def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list
     if _has_openvino(manifest):
         out.append(Candidate("openvino", "fp32", "fp32"))
         fast = cpu.fast_precision()
-        fast = {"f32": "fp32", "f16": "fp16"}.get(fast, fast)
         if not exact and fast != "fp32":
             out += [Candidate("openvino", fast, "fp32"), Candidate("openvino", fast, fast)]
         if not exact and manifest.model("generator").get("openvino_int8"):
@@ -126,8 +135,7 @@ def choose(manifest: Manifest, threads: int | None = None, device: str = "cpu", 
         frames, frame_ms, generator_ms = measure(engine)
         if reference is None:
             reference = frames
-        diff = np.abs(frames - reference) * 255
-        result = Measured(candidate, frame_ms, generator_ms, float(diff.mean()), float(diff.max()))
+        result = Measured(candidate, frame_ms, generator_ms, *levels(frames, reference))
         results.append(result)
         if result.within_budget and (best is None or frame_ms < best[0].frame_ms):
             best = (result, engine)

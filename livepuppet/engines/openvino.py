@@ -29,7 +29,7 @@ ALWAYS_FP32 = ("kp_processing",)
 
 def default_precision(cpu: cpumod.CPU | None = None) -> str:
     """fp32, bf16 or fp16: what OpenVINO should compute at on ``cpu`` (this one by default)."""
-    return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[(cpu or cpumod.current()).fast_precision()]
+    return (cpu or cpumod.current()).fast_precision()
 
 
 def devices() -> list[str]:
