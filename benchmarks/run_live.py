@@ -55,10 +55,11 @@ def write_clip(path: Path, frames: int = 120, size: tuple[int, int] = (640, 480)
     writer.release()
 
 
-def live(model: Path, clip: Path, face: Path, frames: int, workdir: Path) -> dict:
+def live(model: Path, clip: Path, face: Path, frames: int, workdir: Path, engine: str = "auto") -> dict:
     """One ``livepuppet run`` in a fresh process; what it reported at exit."""
     cmd = [sys.executable, "-m", "livepuppet.cli", "run", "--source", str(face), "--model", str(model),
-           "--camera", str(clip), "--no-preview", "--record", str(workdir / "out.mp4"), "--frames", str(frames)]
+           "--camera", str(clip), "--no-preview", "--record", str(workdir / "out.mp4"), "--frames", str(frames),
+           "--engine", engine]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -70,9 +71,10 @@ def live(model: Path, clip: Path, face: Path, frames: int, workdir: Path) -> dic
             "first_frame_s": float(first.group(1)), "peak_mb": int(peak.group(1))}
 
 
-def bench_fps(model: Path, workdir: Path) -> float:
+def bench_fps(model: Path, workdir: Path, engine: str = "auto") -> float:
     out = workdir / "bench.json"
-    cmd = [sys.executable, "-m", "livepuppet.cli", "bench", "--model", str(model), "--json", str(out)]
+    cmd = [sys.executable, "-m", "livepuppet.cli", "bench", "--model", str(model), "--json", str(out),
+           "--engine", engine]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if proc.returncode != 0:
         raise SystemExit(f"bench failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"])
     parser.add_argument("--model", type=Path, nargs="*", help="measure these model folders instead")
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--engine", default="auto", help="run and bench on this engine (default auto)")
     parser.add_argument("--repeats", type=int, default=3, help="bench / run pairs per model (default 3)")
     parser.add_argument("--workdir", type=Path, help="keep models and clips here (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -118,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         benches, runs = [], []
         for _ in range(args.repeats):  # alternating, so that load coming and going hits both alike
-            benches.append(bench_fps(model, workdir))
-            runs.append(live(model, clip, face, args.frames, workdir))
+            benches.append(bench_fps(model, workdir, args.engine))
+            runs.append(live(model, clip, face, args.frames, workdir, args.engine))
         bench, fps = statistics.median(benches), statistics.median(r["fps"] for r in runs)
         first = statistics.median(r["first_frame_s"] for r in runs)
         peak = max(r["peak_mb"] for r in runs)

@@ -52,7 +52,7 @@ class Manifest:
         return self.folder / self.model(name)[kind]
 
 
-OPTIONAL_KINDS = ("openvino", "openvino_int8")
+OPTIONAL_KINDS = ("openvino", "openvino_bf16", "openvino_int8")
 MAX_MANIFEST_BYTES = 1 << 20  # a real one is about 20 KB
 MAX_SIDE = 4096  # pixels per frame side: far above any FOMM model, far below what exhausts memory
 MAX_BATCH = 1024

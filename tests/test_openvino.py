@@ -7,8 +7,10 @@ sides with ``cpu.forced``, whatever this machine has.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,57 @@ def test_manifest_lists_the_openvino_models(small: SmallModels) -> None:
         assert xml.is_file() and xml.with_suffix(".bin").is_file()
 
 
+def test_bf16_weights_halve_the_file_and_compute_the_same(small: SmallModels) -> None:
+    """Where this CPU computes bf16, convert also stores the generator's weights at bf16: same result to the bit."""
+    from livepuppet import openvino_export
+    from livepuppet.engines.openvino import _ir_kind
+    from livepuppet.manifest import read_manifest
+
+    manifest = read_manifest(small.model("zip-fp32-dynamic"))
+    entry = manifest.model("generator")
+    if cpu.current().fast_precision() != "bf16":
+        assert "openvino_bf16" not in entry  # the other side is test_convert_without_bf16_stores_float32_only
+        pytest.skip("this CPU has no bf16: the bf16-weights IR is not built here")
+    fp32, bf16 = manifest.path("generator", "openvino"), manifest.path("generator", "openvino_bf16")
+    ratio = bf16.with_suffix(".bin").stat().st_size / fp32.with_suffix(".bin").stat().st_size
+    inputs = _generator_inputs(small)
+    want, got = (openvino_export.run(xml, inputs, precision="bf16") for xml in (fp32, bf16))
+    diff = max(float(np.abs(want[k] - got[k]).max()) for k in want)
+    print(f"\nbf16 weights: .bin {ratio:.2f}x the float32 one, {diff:.1e} from it at bf16")
+    assert ratio < 0.6 and diff == 0.0
+    assert _ir_kind(manifest, "generator", "bf16", False) == "openvino_bf16"
+    assert _ir_kind(manifest, "generator", "fp32", False) == "openvino"
+
+
+def _generator_inputs(small: SmallModels) -> dict[str, np.ndarray]:
+    engine = open_engine(small.model("zip-fp32-dynamic"), "openvino", exact=True)
+    source = engine.encode_source(small.source[0])
+    driving = engine.detect_keypoints(small.driving[:1])[0]
+    norm = engine.process_keypoints(source.keypoints, driving, driving, True, True)
+    return {"driving_value": norm.value, "driving_jacobian": norm.jacobian, "source_value": source.keypoints.value,
+            "source_jacobian": source.keypoints.jacobian, "features": source.features,
+            "source_small": source.source_small}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page residency is read from /proc")
+def test_engine_gives_back_the_weight_pages_it_read(small: SmallModels, monkeypatch) -> None:
+    """OpenVINO reads the mapped weights once, at compile; the engine pages them out after (run's peak memory)."""
+    from livepuppet import weight_pages
+
+    folder = small.model("legacy-fp32-b1")
+    kept = open_engine(folder, "openvino", exact=True)  # noqa: F841 (held open while measured)
+    mapped, resident = weight_pages.resident(folder)
+    del kept
+    gc.collect()
+    monkeypatch.setattr(weight_pages, "release", lambda folder: 0)
+    unreleased = open_engine(folder, "openvino", exact=True)  # noqa: F841
+    mapped_without, resident_without = weight_pages.resident(folder)
+    print(f"\nweights mapped {mapped / 1e6:.2f} MB, resident {resident / 1e6:.2f} MB; without the release "
+          f"{resident_without / 1e6:.2f} of {mapped_without / 1e6:.2f} MB")
+    assert mapped > 0 and resident_without > 0.5 * mapped_without
+    assert resident < 0.25 * mapped
+
+
 # --------------------------------------------------------------------------- CPU-dependent choices
 
 
@@ -98,9 +151,21 @@ def test_amx_export_builds_the_plain_graph_and_stays_exact(small: SmallModels, t
     assert manifest["graphs"]["openvino"] == "plain"
     xml = (folder / manifest["models"]["generator"]["openvino"]).read_text()
     assert "DepthToSpace" not in xml  # no fused upsampling, no Winograd tiles
+    assert manifest["models"]["generator"].get("openvino_bf16")  # AMX computes bf16
     err = np.abs(_animate(open_engine(folder, "openvino", exact=True), small) - small.reference())
     print(f"\nplain-graph openvino fp32: max abs err {err.max():.2e}")
     assert err.max() <= FP32_TOLERANCE
+
+
+def test_convert_without_bf16_stores_float32_only(small: SmallModels, tmp_path: Path) -> None:
+    """On a CPU without bf16 the OpenVINO models are float32 alone: no bf16-weights copy that would never run."""
+    from livepuppet.commands import convert_checkpoint
+
+    with cpu.forced(cpu.without(*NO_BF16)):
+        folder = convert_checkpoint(small.checkpoint("zip"), tmp_path / "avx2", size=(64, 64))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert not any("openvino_bf16" in entry for entry in manifest["models"].values())
+    assert sorted(p.name for p in (folder / "openvino").glob("*.bf16.*")) == []
 
 
 @pytest.mark.parametrize("bf16", [True, False])

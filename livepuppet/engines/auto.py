@@ -124,24 +124,23 @@ def measure(engine: Engine, frames: int = PROBE_FRAMES) -> tuple[np.ndarray, flo
 
 
 def choose(manifest: Manifest, threads: int | None = None, device: str = "cpu", exact: bool = False
-           ) -> tuple[list[Measured], Measured, Engine]:
-    """Measure every candidate; returns them all (fastest first), the winner, and the winner opened.
+           ) -> tuple[list[Measured], Measured]:
+    """Measure every candidate; returns them all (fastest first) and the winner.
 
     The float32 reference comes first and is within the budget by definition,
-    so there always is a winner."""
-    results, best, reference = [], None, None
+    so there always is a winner. One engine is open at a time: a vox-256
+    engine holds several hundred MB, and a first run must not hold two."""
+    results, reference = [], None
     for candidate in candidates(manifest, cpumod.current(), exact):
         engine = open_candidate(manifest, candidate, threads, device, cache=False)
         frames, frame_ms, generator_ms = measure(engine)
+        del engine
         if reference is None:
             reference = frames
-        result = Measured(candidate, frame_ms, generator_ms, *levels(frames, reference))
-        results.append(result)
-        if result.within_budget and (best is None or frame_ms < best[0].frame_ms):
-            best = (result, engine)
-        del engine
+        results.append(Measured(candidate, frame_ms, generator_ms, *levels(frames, reference)))
+    winner = min((r for r in results if r.within_budget), key=lambda r: r.frame_ms)
     results.sort(key=lambda r: r.frame_ms)
-    return results, best[0], best[1]
+    return results, winner
 
 
 def open_auto(manifest: Manifest, threads: int | None = None, device: str = "cpu", exact: bool = False) -> Engine:
@@ -155,10 +154,8 @@ def open_auto(manifest: Manifest, threads: int | None = None, device: str = "cpu
             _say(candidate, cached["generator_ms"], cached["frame_ms"], "measured before on this machine")
             return engine
     console.print(f"engine: choosing the fastest engine for {manifest.folder.name} on this machine (once)...")
-    results, winner, engine = choose(manifest, threads, device, exact)
-    if winner.candidate.engine == "openvino":  # again, with its compiled models cached for the next start
-        del engine
-        engine = open_candidate(manifest, winner.candidate, threads, device)
+    results, winner = choose(manifest, threads, device, exact)
+    engine = open_candidate(manifest, winner.candidate, threads, device)  # with its compiled models cached
     _write_cache(manifest.folder, key, winner, results)
     _say(winner.candidate, winner.generator_ms, winner.frame_ms,
          f"{winner.mean:.2f} mean / {winner.max:.1f} max levels from fp32")

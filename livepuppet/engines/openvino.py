@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import cpu as cpumod
+from .. import weight_pages
 from ..errors import LivepuppetError, ModelFolderError
 from ..manifest import MODEL_NAMES, Manifest
 from .base import Engine
@@ -64,14 +65,15 @@ class OpenVINOEngine(Engine):
             core.set_property({"CACHE_DIR": str(cache)})  # compiled models: start-up in a fraction of the time
         self._requests = {}
         for model in MODEL_NAMES:
-            path = _ir_path(manifest, model, "openvino_int8" if self.int8 and model == "generator" else "openvino")
             precision = ("fp32" if model in ALWAYS_FP32 else self.kp_precision if model == "kp_detector"
                          else default_precision() if self.int8 else self.precision)
+            path = _ir_path(manifest, model, _ir_kind(manifest, model, precision, self.int8))
             try:
                 compiled = core.compile_model(str(path), self.device, self._config(precision))
             except RuntimeError as exc:
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise ModelFolderError(f"OpenVINO cannot load {path} ({first}); convert again") from None
+            weight_pages.release(manifest.folder)  # the weights it mapped were read once, into its own copies
             self._requests[model] = (compiled.create_infer_request(), [p.get_any_name() for p in compiled.outputs],
                                      {p.get_any_name(): tuple(p.get_partial_shape().to_shape()) for p in compiled.inputs
                                       if p.get_partial_shape().rank.get_length() == 0})
@@ -92,6 +94,18 @@ class OpenVINOEngine(Engine):
         request, outputs, scalars = self._requests[model]
         request.infer({k: v.reshape(()) if k in scalars else v for k, v in inputs.items()})
         return {name: request.get_tensor(name).data.copy() for name in outputs}
+
+
+def _ir_kind(manifest: Manifest, model: str, precision: str, int8: bool) -> str:
+    """Which of a model's IR files to compile: the int8 generator, the one with bf16 weights, or float32.
+
+    The bf16-weights file computes the same to the bit at bf16, from half the
+    memory; folders converted on a CPU without bf16 (or before it) lack it."""
+    if int8 and model == "generator":
+        return "openvino_int8"
+    if precision == "bf16" and manifest.model(model).get("openvino_bf16"):
+        return "openvino_bf16"
+    return "openvino"
 
 
 def _ir_path(manifest: Manifest, model: str, kind: str = "openvino") -> Path:
