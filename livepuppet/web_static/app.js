@@ -4,7 +4,6 @@
 //   view=avatar     the avatar alone, full window (OBS Browser Source)
 //   backend=auto|webgpu|wasm  auto: WebGPU on a hardware GPU adapter, else WebAssembly; webgpu also
 //                   takes a software adapter (SwiftShader); wasm: never WebGPU
-//   gpu=fp32|fp16   WebGPU's precision (fp32: the Python engine's numbers)
 //   threads=N|auto  WebAssembly threads (auto: all cores when the page is cross-origin isolated)
 //   test            no camera; window.livepuppetTest feeds frames and reads the canvas back
 import {Framer} from './framing.js';
@@ -203,8 +202,7 @@ async function main() {
   if (params.get('view') === 'avatar') document.body.classList.add('avatar-only');
   let app;
   try {
-    const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto',
-      precision: params.get('gpu') || 'fp32'});
+    const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
     const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime);
     app = new App(puppet, runtime);
   } catch (e) {
