@@ -6,9 +6,10 @@ portrait, and times ``--frames`` avatar frames after ``--warmup``: on WebAssembl
 with threads (all cores) and with one thread, and with ``--webgpu`` also on
 WebGPU (``?backend=webgpu``: here Chromium's software adapter, SwiftShader).
 Then runs ``livepuppet bench`` on the same model at the same thread counts.
-Prints one table: frame ms, fps, the page's last per-stage ms ('page' is the
-frame's time outside the models), the page's frame time over native's, and the
-load average before and after.
+Prints one table: frame ms, fps, the page's mean ms per stage over the timed
+frames (the three models' runs; 'copies', their tensors into and out of the
+runtime; 'page', the rest of the frame: camera, crop, canvas), the page's frame
+time over native's, and the load average before and after.
 
 Usage: python benchmarks/web_fps.py --model models/vox [--frames 10] [--warmup 3] [--webgpu]
 """
@@ -42,11 +43,13 @@ def page_fps(pw, base: str, clip: Path, portrait: Path, query: str, frames: int,
         page.set_input_files("#portrait", str(portrait))
         count = "Number(document.body.dataset.frames || 0)"
         page.wait_for_function(f"{count} >= {warmup}", timeout=600_000, polling=50)
-        start, first = time.perf_counter(), page.evaluate(count)
+        totals = "JSON.parse(document.body.dataset.totals || '{}')"
+        start, first, before = time.perf_counter(), page.evaluate(count), page.evaluate(totals)
         page.wait_for_function(f"{count} >= {first + frames}", timeout=900_000, polling=50)
-        seconds, done = time.perf_counter() - start, page.evaluate(count) - first
-        return {"ms": seconds * 1e3 / done, "fps": done / seconds, "stages": page.inner_text("#stages"),
-                "backend": page.inner_text("#backend")}
+        seconds, done, after = time.perf_counter() - start, page.evaluate(count) - first, page.evaluate(totals)
+        mean = {k: (v - before.get(k, 0)) / done for k, v in after.items()}  # the timed frames' mean ms per stage
+        return {"ms": seconds * 1e3 / done, "fps": done / seconds, "backend": page.inner_text("#backend"),
+                "stages": " · ".join(f"{k} {v:.1f}" for k, v in mean.items())}
     finally:
         b.close()
 

@@ -48,6 +48,7 @@ class App {
     this.calibrations = 0;
     this.fps = 0;
     this.last = 0;
+    this.totals = {}; // ms per stage summed over all frames (benchmarks/web_fps.py averages them)
     $('backend').textContent = describeRuntime(runtime, puppet.placement);
     $('backend').title = runtime.gpuWhy ? `not on WebGPU: ${runtime.gpuWhy}` : '';
     Object.assign(document.body.dataset, {backend: runtime.accelerator, threads: runtime.threads,
@@ -119,18 +120,19 @@ class App {
     this.showStats();
   }
 
-  /** fps, and each stage's ms, with 'page' the frame's time outside the three models (camera, canvas). */
+  /** fps, and each stage's ms: the three models' runs, 'copies' (their tensors in and out), 'page' (the rest). */
   showStats() {
     const now = performance.now();
-    const {keypoints = 0, process = 0, generate = 0} = this.puppet.timings;
+    const {keypoints = 0, process = 0, generate = 0, copies = 0} = this.puppet.timings;
     if (this.last) {
       const ms = now - this.last;
       this.fps = this.fps ? 0.9 * this.fps + 0.1 * (1000 / ms) : 1000 / ms;
-      this.puppet.timings.page = Math.max(0, ms - keypoints - process - generate);
+      this.puppet.timings.page = Math.max(0, ms - keypoints - process - generate - copies);
     }
     this.last = now;
+    for (const [k, v] of Object.entries(this.puppet.timings)) this.totals[k] = (this.totals[k] || 0) + v;
     $('fps').textContent = this.fps.toFixed(1);
-    document.body.dataset.fps = this.fps.toFixed(2);
+    Object.assign(document.body.dataset, {fps: this.fps.toFixed(2), totals: JSON.stringify(this.totals)});
     $('stages').textContent = Object.entries(this.puppet.timings).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(' · ');
   }
 

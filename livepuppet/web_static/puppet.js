@@ -82,9 +82,8 @@ async function keptTensor(model, name, data) {
   return wanted.has(tensor.getBufferType()) ? tensor : tensor.moveTo(wanted.values().next().value);
 }
 
-/** Named float32 arrays (made into tensors, freed after) and kept tensors (left alone) -> named
- * float32 outputs: one copy out of the runtime's memory; every output tensor is freed. */
-async function runModel(model, inputs, kept = {}) {
+/** Named float32 arrays -> tensors for ``model`` (freed by the caller), skipping those in ``kept``. */
+function makeInputs(model, inputs, kept) {
   const made = {};
   for (const detail of model.getInputDetails()) {
     if (kept[detail.name]) continue;
@@ -92,12 +91,11 @@ async function runModel(model, inputs, kept = {}) {
     if (!data) throw new Error(`model input ${detail.name} not given`);
     made[detail.name] = new Tensor(data, inputShape(detail));
   }
-  let outputs;
-  try {
-    outputs = await model.run({...made, ...kept});
-  } finally {
-    Object.values(made).forEach((t) => t.delete());
-  }
+  return made;
+}
+
+/** Output tensors -> named float32 arrays: one copy out of the runtime's memory; every tensor is freed. */
+async function takeOutputs(outputs) {
   const result = {};
   for (const [name, tensor] of Object.entries(outputs)) {
     const local = tensor.accelerator === 'wasm' ? tensor : await tensor.moveTo('wasm');
@@ -134,7 +132,7 @@ export class Puppet {
     this.source = null;
     this.kept = null; // the source's tensors for the generator, made once per portrait
     this.initial = null;
-    this.timings = {};
+    this.timings = {keypoints: 0, process: 0, generate: 0, copies: 0}; // the last frame's ms
     this.queue = Promise.resolve();
   }
 
@@ -156,11 +154,26 @@ export class Puppet {
     return new Puppet(models, manifest, placement);
   }
 
-  async _timed(stage, work) {
-    const start = performance.now();
-    const out = await work;
-    this.timings[stage] = performance.now() - start;
-    return out;
+  /** Run ``model`` on named float32 ``inputs`` and ``kept`` tensors; with a ``stage``, its run's ms go to
+   * timings[stage] and the tensors' way in and out to timings.copies (summed over the frame). */
+  async _run(model, inputs, kept = {}, stage = null) {
+    const t0 = performance.now();
+    const made = makeInputs(model, inputs, kept);
+    let outputs;
+    let t1;
+    try {
+      t1 = performance.now();
+      outputs = await model.run({...made, ...kept});
+    } finally {
+      Object.values(made).forEach((t) => t.delete());
+    }
+    const t2 = performance.now();
+    const result = await takeOutputs(outputs);
+    if (stage) {
+      this.timings[stage] = t2 - t1;
+      this.timings.copies += (t1 - t0) + (performance.now() - t2);
+    }
+    return result;
   }
 
   /** Source image, float32 RGB (H*W*3) in [0, 1]: its keypoints and generator features, once. */
@@ -169,8 +182,8 @@ export class Puppet {
   }
 
   async _setSource(pixels) {
-    const kp = await runModel(this.models.kp_detector, {image: pixels});
-    const enc = await runModel(this.models.source_encoder, {source: pixels});
+    const kp = await this._run(this.models.kp_detector, {image: pixels});
+    const enc = await this._run(this.models.source_encoder, {source: pixels});
     const gen = this.models.generator;
     const kept = {};
     try {
@@ -197,16 +210,17 @@ export class Puppet {
 
   async _animate(pixels) {
     const src = this.source;
-    const kp = await this._timed('keypoints', runModel(this.models.kp_detector, {image: pixels}));
+    this.timings.copies = 0;
+    const kp = await this._run(this.models.kp_detector, {image: pixels}, {}, 'keypoints');
     if (!this.initial) this.initial = kp;
-    const norm = await this._timed('process', runModel(this.models.kp_processing, {
+    const norm = await this._run(this.models.kp_processing, {
       source_value: src.value, source_jacobian: src.jacobian,
       initial_value: this.initial.value, initial_jacobian: this.initial.jacobian,
       driving_value: kp.value, driving_jacobian: kp.jacobian,
       relative: new Float32Array([this.relative]), adapt_scale: new Float32Array([this.adaptScale]),
-    }));
-    const out = await this._timed('generate', runModel(this.models.generator, {
-      driving_value: norm.value, driving_jacobian: norm.jacobian}, this.kept));
+    }, {}, 'process');
+    const out = await this._run(this.models.generator, {driving_value: norm.value, driving_jacobian: norm.jacobian},
+      this.kept, 'generate');
     return out.prediction;
   }
 }
