@@ -376,6 +376,21 @@ def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
 
 
 @needs_browser
+def test_a_runtime_that_dies_mid_stream_gets_a_visible_message(url: str, page, tmp_path: Path) -> None:
+    """The models vanish under the live loop (as on a lost GPU device): the page says so instead of going dead."""
+    portrait = tmp_path / "portrait.png"
+    cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    page.set_input_files("#portrait", str(portrait))
+    page.wait_for_function("Number(document.body.dataset.frames) >= 3", timeout=60_000)
+    page.evaluate("import('@litertjs/core').then((litert) => litert.unloadLiteRt())")
+    page.wait_for_function("document.body.dataset.state === 'failed'", timeout=30_000)
+    assert page.is_visible("#message") and "the models stopped" in page.inner_text("#message")
+    assert not [p for p in page.problems if "stopped" not in p]
+
+
+@needs_browser
 def test_bad_portrait_gets_a_visible_message(url: str, page, tmp_path: Path) -> None:
     bad = tmp_path / "holiday.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")

@@ -227,7 +227,12 @@ async function main() {
   }
   const video = await openCamera();
   document.body.dataset.state = 'ready';
-  if (video) await app.run(video);
+  if (video) {
+    await app.run(video).catch((e) => {  // a lost GPU device, an exhausted heap: said, not a dead page
+      showMessage(`the models stopped: ${e.message}; reload the page (?backend=wasm if it happens again)`);
+      document.body.dataset.state = 'failed';
+    });
+  }
 }
 
 main();
