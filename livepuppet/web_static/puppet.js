@@ -94,14 +94,22 @@ function makeInputs(model, inputs, kept) {
   return made;
 }
 
-/** Output tensors -> named float32 arrays: one copy out of the runtime's memory; every tensor is freed. */
-async function takeOutputs(outputs) {
-  const result = {};
+/** Output tensors -> the same on the host: on WebGPU this waits for the GPU to finish (part of the run). */
+async function onHost(outputs) {
+  const local = {};
   for (const [name, tensor] of Object.entries(outputs)) {
-    const local = tensor.accelerator === 'wasm' ? tensor : await tensor.moveTo('wasm');
-    result[name] = local.toTypedArray();
-    local.delete();
-    if (local !== tensor && !tensor.deleted) tensor.delete();
+    local[name] = tensor.accelerator === 'wasm' ? tensor : await tensor.moveTo('wasm');
+    if (local[name] !== tensor && !tensor.deleted) tensor.delete();
+  }
+  return local;
+}
+
+/** Host tensors -> named float32 arrays: one copy out of the runtime's memory; every tensor is freed. */
+function takeOutputs(local) {
+  const result = {};
+  for (const [name, tensor] of Object.entries(local)) {
+    result[name] = tensor.toTypedArray();
+    tensor.delete();
   }
   return result;
 }
@@ -163,12 +171,12 @@ export class Puppet {
     let t1;
     try {
       t1 = performance.now();
-      outputs = await model.run({...made, ...kept});
+      outputs = await onHost(await model.run({...made, ...kept}));
     } finally {
       Object.values(made).forEach((t) => t.delete());
     }
     const t2 = performance.now();
-    const result = await takeOutputs(outputs);
+    const result = takeOutputs(outputs);
     if (stage) {
       this.timings[stage] = t2 - t1;
       this.timings.copies += (t1 - t0) + (performance.now() - t2);
