@@ -1,14 +1,17 @@
 """The browser page's own frame rate against native LiteRT (`livepuppet bench --engine tflite`), same model.
 
 Serves ``--model`` with ``livepuppet web``'s server, opens the live page in
-Debian's headless Chromium (no GPU: WebAssembly) with a fake camera playing the
-astronaut clip, picks a portrait, and times ``--frames`` avatar frames after
-``--warmup``, once with WebAssembly threads (all cores) and once with one
-thread; then runs ``livepuppet bench`` on the same model at the same thread
-counts. Prints one table: frame ms, fps, the page's last per-stage ms, and the
-page's frame time over native's.
+Debian's headless Chromium with a fake camera playing the astronaut clip, picks a
+portrait, and times ``--frames`` avatar frames after ``--warmup``: on WebAssembly
+with threads (all cores) and with one thread, and with ``--webgpu`` also on
+WebGPU (``?backend=webgpu``: here Chromium's software adapter, SwiftShader).
+Then runs ``livepuppet bench`` on the same model at the same thread counts.
+Prints one table: frame ms, fps, the page's mean ms per stage over the timed
+frames (the three models' runs; 'copies', their tensors into and out of the
+runtime; 'page', the rest of the frame: camera, crop, canvas), the page's frame
+time over native's, and the load average before and after.
 
-Usage: python benchmarks/web_fps.py --model models/vox [--frames 10] [--warmup 3]
+Usage: python benchmarks/web_fps.py --model models/vox [--frames 10] [--warmup 3] [--webgpu]
 """
 
 from __future__ import annotations
@@ -31,20 +34,22 @@ from livepuppet.web import make_server  # noqa: E402
 from tests import browser  # noqa: E402
 
 
-def page_fps(pw, base: str, clip: Path, portrait: Path, threads: str, frames: int, warmup: int) -> dict:
-    b = browser.launch(pw, clip)
+def page_fps(pw, base: str, clip: Path, portrait: Path, query: str, frames: int, warmup: int) -> dict:
+    b = browser.launch(pw, clip, gpu="webgpu" in query)
     try:
         page = b.new_page()
-        page.goto(f"{base}?threads={threads}")
+        page.goto(f"{base}?{query}")
         page.wait_for_function("document.body.dataset.state", timeout=300_000)
         page.set_input_files("#portrait", str(portrait))
         count = "Number(document.body.dataset.frames || 0)"
         page.wait_for_function(f"{count} >= {warmup}", timeout=600_000, polling=50)
-        start, first = time.perf_counter(), page.evaluate(count)
+        totals = "JSON.parse(document.body.dataset.totals || '{}')"
+        start, first, before = time.perf_counter(), page.evaluate(count), page.evaluate(totals)
         page.wait_for_function(f"{count} >= {first + frames}", timeout=900_000, polling=50)
-        seconds, done = time.perf_counter() - start, page.evaluate(count) - first
-        return {"ms": seconds * 1e3 / done, "fps": done / seconds, "stages": page.inner_text("#stages"),
-                "backend": page.inner_text("#backend")}
+        seconds, done, after = time.perf_counter() - start, page.evaluate(count) - first, page.evaluate(totals)
+        mean = {k: (v - before.get(k, 0)) / done for k, v in after.items()}  # the timed frames' mean ms per stage
+        return {"ms": seconds * 1e3 / done, "fps": done / seconds, "backend": page.inner_text("#backend"),
+                "stages": " · ".join(f"{k} {v:.1f}" for k, v in mean.items())}
     finally:
         b.close()
 
@@ -64,25 +69,33 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--webgpu", action="store_true", help="also the page on WebGPU (software adapter here)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    variants = [(f"threads={cores}&backend=wasm", f"page, WebAssembly, {cores} threads"),
+                ("threads=1&backend=wasm", "page, WebAssembly, 1 thread")]
+    if args.webgpu:
+        variants.append(("backend=webgpu", "page, WebGPU (+ WebAssembly, 1 thread)"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clip = browser.write_y4m(Path(tmp) / "clip.y4m", browser.face_frames(30, 480, 640))
         portrait = Path(tmp) / "portrait.png"
         cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
         with browser.serving(make_server(args.model)) as base, sync_playwright() as pw:
-            for threads, label in (("auto", f"page, WebAssembly, {cores} threads"), ("1", "page, WebAssembly, 1 thread")):
-                rows.append((label, page_fps(pw, base, clip, portrait, threads, args.frames, args.warmup)))
+            for query, label in variants:
+                rows.append((label, page_fps(pw, base, clip, portrait, query, args.frames, args.warmup)))
     native_rows = [(f"native LiteRT, {n} thread{'s' * (n > 1)}", native(args.model, n)) for n in (cores, 1)]
-    print(f"{'variant':34s} {'frame ms':>9s} {'fps':>6s} {'page/native':>11s}  stages (ms)")
-    for (label, r), (_, nat) in zip(rows, native_rows):
-        print(f"{label:34s} {r['ms']:9.1f} {r['fps']:6.2f} {r['ms'] / nat['ms']:10.2f}x  {r['stages']}")
+    against = [nat for _, nat in native_rows] + [native_rows[1][1]]  # WebGPU's CPU part runs on one thread
+    print(f"{'variant':40s} {'frame ms':>9s} {'fps':>6s} {'page/native':>11s}  stages (ms)")
+    for (label, r), nat in zip(rows, against):
+        print(f"{label:40s} {r['ms']:9.1f} {r['fps']:6.2f} {r['ms'] / nat['ms']:10.2f}x  {r['stages']}  [{r['backend']}]")
     for label, r in native_rows:
-        print(f"{label:34s} {r['ms']:9.1f} {r['fps']:6.2f} {'':>11s}  {r['stages']}")
-    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        print(f"{label:40s} {r['ms']:9.1f} {r['fps']:6.2f} {'':>11s}  {r['stages']}")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; "
+          f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -66,19 +66,39 @@ def chromium(playwright, clip: Path):
 
 
 @pytest.fixture(scope="module")
+def chromium_gpu(playwright, clip: Path):
+    """Chromium with WebGPU on: here, and on CI, its software adapter (SwiftShader) is the only one."""
+    b = browser.launch(playwright, clip, gpu=True)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
 def url(small: SmallModels):
     with browser.serving(make_server(small.model("legacy-fp32-b1"))) as base:
         yield base
 
 
-@pytest.fixture
-def page(chromium):
-    """A fresh page that records console errors and uncaught exceptions in ``page.problems``."""
-    context = chromium.new_context()
+def _watched_page(b):
+    """A fresh page (and its context) that records console errors and uncaught exceptions in ``page.problems``."""
+    context = b.new_context()
     p = context.new_page()
     p.problems = []
     p.on("console", lambda m: m.type == "error" and p.problems.append(m.text))
     p.on("pageerror", lambda e: p.problems.append(str(e)))
+    return context, p
+
+
+@pytest.fixture
+def page(chromium):
+    context, p = _watched_page(chromium)
+    yield p
+    context.close()
+
+
+@pytest.fixture
+def gpu_page(chromium_gpu):
+    context, p = _watched_page(chromium_gpu)
     yield p
     context.close()
 
@@ -240,6 +260,79 @@ def test_convert_web_fp16_served_by_a_plain_static_host(small: SmallModels, tmp_
     assert not page.problems
 
 
+def _page_against_python(hooked: browser.HookedPage, model: Path, n: int) -> np.ndarray:
+    """The page's frames minus the Python LiteRT engine's on the same portrait and frames, in levels."""
+    source, driving = _material(hooked.size[0], n)
+    hooked.set_source(source)
+    got = np.stack([hooked.drive(f) for f in driving])
+    assert _levels(got[0], got[-1]).mean() > 1  # the frames moved the avatar: not a frozen picture
+    return _levels(got, _python_engine(model, source, driving))
+
+
+@needs_browser
+def test_page_on_webgpu_matches_the_python_engine(small: SmallModels, url: str, gpu_page) -> None:
+    """?backend=webgpu on Chromium's software adapter (SwiftShader, here and on CI): the keypoint models whole
+    on WebGPU, the others split between WebGPU and WebAssembly (LiteRT.js's JSPI build), the Python engine's picture."""
+    hooked = browser.HookedPage(gpu_page, f"{url}?test&backend=webgpu")
+    assert gpu_page.evaluate("document.body.dataset.backend") == "webgpu"
+    assert gpu_page.inner_text("#backend").startswith("WebGPU (google swiftshader)")
+    placement = json.loads(gpu_page.evaluate("document.body.dataset.placement"))
+    assert placement["kp_detector"] == "webgpu" and placement["generator"].startswith("webgpu")
+    err = _page_against_python(hooked, small.model("legacy-fp32-b1"), 4)
+    print(f"\npage on WebGPU (SwiftShader) vs Python LiteRT engine: mean {err.mean():.4f} levels, "
+          f"max {err.max()}; {placement}")
+    assert err.mean() <= MEAN_LEVELS
+    assert not gpu_page.problems
+
+
+@needs_browser
+def test_auto_leaves_a_software_gpu_adapter_alone(url: str, gpu_page) -> None:
+    """With only SwiftShader, WebAssembly is faster (benchmarks/README.md): auto stays there and says why."""
+    browser.HookedPage(gpu_page, f"{url}?test")
+    assert gpu_page.evaluate("document.body.dataset.backend") == "wasm"
+    assert gpu_page.inner_text("#backend").startswith("WebAssembly, ")
+    assert "software WebGPU adapter (google swiftshader)" in gpu_page.get_attribute("#backend", "title")
+    assert not gpu_page.problems
+
+
+@pytest.mark.gpu
+@needs_browser
+def test_page_on_a_hardware_gpu(small: SmallModels, url: str, gpu_page) -> None:
+    """Needs a GPU that Chromium's WebGPU drives (none on CI or this machine): auto takes it, same picture."""
+    hooked = browser.HookedPage(gpu_page, f"{url}?test")
+    if gpu_page.evaluate("document.body.dataset.backend") != "webgpu":
+        pytest.skip(f"Chromium offers no hardware WebGPU adapter here ({gpu_page.get_attribute('#backend', 'title')})")
+    err = _page_against_python(hooked, small.model("legacy-fp32-b1"), 6)
+    print(f"\npage on {gpu_page.inner_text('#backend')} vs Python LiteRT engine: mean {err.mean():.4f}, max {err.max()}; "
+          f"{gpu_page.inner_text('#stages')} ms")
+    assert err.mean() <= MEAN_LEVELS
+    assert not gpu_page.problems
+
+
+@needs_browser
+def test_a_new_portrait_replaces_the_old_one(small: SmallModels, url: str, page) -> None:
+    """The source's tensors are kept between frames: a second portrait must replace them, not mix with them."""
+    hooked = browser.HookedPage(page, f"{url}?test")
+    first, driving = _material(64, 2)
+    hooked.set_source(first)
+    hooked.drive(driving[0])
+    other = np.ascontiguousarray(first[:, ::-1])  # the portrait mirrored
+    hooked.set_source(other)
+    got = np.stack([hooked.drive(f) for f in driving])
+    err = _levels(got, _python_engine(small.model("legacy-fp32-b1"), other, driving))
+    print(f"\nsecond portrait vs Python LiteRT engine: mean {err.mean():.4f} levels, max {err.max()}")
+    assert err.mean() <= MEAN_LEVELS
+    assert not page.problems
+
+
+@needs_browser
+def test_an_unknown_back_end_gets_a_visible_message(url: str, page) -> None:
+    page.goto(f"{url}?backend=cuda")
+    page.wait_for_function("document.body.dataset.state")
+    assert page.evaluate("document.body.dataset.state") == "failed"
+    assert 'unknown back end "cuda"' in page.inner_text("#message") and page.is_visible("#message")
+
+
 @needs_browser
 def test_calibration_by_key(url: str, page) -> None:
     """After 'c' the next frame is the calibration frame, which drives the portrait to its own pose."""
@@ -280,6 +373,21 @@ def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
     assert pixels.reshape(-1, 4)[:, :3].std() > 5  # a picture, not an empty canvas
     print(f"\n200 camera frames at {page.inner_text('#fps')} fps; {stages} ms; {page.inner_text('#backend')}")
     assert not page.problems, page.problems
+
+
+@needs_browser
+def test_a_runtime_that_dies_mid_stream_gets_a_visible_message(url: str, page, tmp_path: Path) -> None:
+    """The models vanish under the live loop (as on a lost GPU device): the page says so instead of going dead."""
+    portrait = tmp_path / "portrait.png"
+    cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    page.set_input_files("#portrait", str(portrait))
+    page.wait_for_function("Number(document.body.dataset.frames) >= 3", timeout=60_000)
+    page.evaluate("import('@litertjs/core').then((litert) => litert.unloadLiteRt())")
+    page.wait_for_function("document.body.dataset.state === 'failed'", timeout=30_000)
+    assert page.is_visible("#message") and "the models stopped" in page.inner_text("#message")
+    assert not [p for p in page.problems if "stopped" not in p]
 
 
 @needs_browser

@@ -5,7 +5,7 @@
 // `livepuppet web --export` writes them out plain, for any static host.
 // Run after `npm ci`:  node build.mjs
 import {createHash} from 'node:crypto';
-import {copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {gzipSync} from 'node:zlib';
@@ -14,9 +14,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const modules = join(here, 'node_modules', '@litertjs');
 const out = join(here, '..', 'livepuppet', 'web_static', 'vendor');
 
-// Relaxed-SIMD single-thread, relaxed-SIMD threaded, and the plain-SIMD build for browsers
-// without relaxed SIMD. The JSPI build (WebNN, WebGPU/CPU partitioning) is left out: 9.6 MB more.
-const WASM = ['litert_wasm_internal', 'litert_wasm_threaded_internal', 'litert_wasm_compat_internal'];
+// Relaxed-SIMD single-thread, relaxed-SIMD threaded, the plain-SIMD build for browsers without
+// relaxed SIMD, and the JSPI build: the page's WebGPU path, since a graph that WebGPU takes only in
+// part runs its other ops on WebAssembly and reads GPU results back, which needs JSPI (single-thread).
+const WASM = ['litert_wasm_internal', 'litert_wasm_threaded_internal', 'litert_wasm_compat_internal',
+  'litert_wasm_jspi_internal'];
 
 rmSync(out, {recursive: true, force: true});
 mkdirSync(join(out, 'wasm'), {recursive: true});
@@ -30,5 +32,8 @@ for (const name of WASM) {
   files[`${name}.wasm`] = {bytes: wasm.length, sha256: createHash('sha256').update(wasm).digest('hex')};
 }
 const version = JSON.parse(readFileSync(join(modules, 'core', 'package.json'), 'utf8')).version;
-writeFileSync(join(out, 'VERSION.json'), JSON.stringify({'@litertjs/core': version, license: 'Apache-2.0', wasm: files}, null, 1) + '\n');
-console.log(`LiteRT.js ${version} -> ${out}`);
+const packaged = readdirSync(out, {recursive: true}).map((name) => join(out, name))
+  .filter((path) => statSync(path).isFile()).reduce((sum, path) => sum + statSync(path).size, 0);
+const facts = {'@litertjs/core': version, license: 'Apache-2.0', packaged_bytes: packaged, wasm: files};
+writeFileSync(join(out, 'VERSION.json'), JSON.stringify(facts, null, 1) + '\n');
+console.log(`LiteRT.js ${version} -> ${out} (${(packaged / 1e6).toFixed(1)} MB as packaged, VERSION.json aside)`);

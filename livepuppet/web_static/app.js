@@ -2,14 +2,19 @@
 // per-stage ms, calibration and portrait pick/drop. Query parameters:
 //   portrait=URL    load this portrait at start (for OBS, where no file can be picked)
 //   view=avatar     the avatar alone, full window (OBS Browser Source)
+//   backend=auto|webgpu|wasm  auto: WebGPU on a hardware GPU adapter, else WebAssembly; webgpu also
+//                   takes a software adapter (SwiftShader); wasm: never WebGPU
 //   threads=N|auto  WebAssembly threads (auto: all cores when the page is cross-origin isolated)
 //   test            no camera; window.livepuppetTest feeds frames and reads the canvas back
 import {Framer} from './framing.js';
-import {Puppet, startRuntime, toImageData, toModelPixels} from './puppet.js';
+import {describeRuntime, Puppet, startRuntime, toImageData, toModelPixels} from './puppet.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const nextFrame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+// A turn of the event loop (keys, clicks, painting) without waiting for the next display frame: a plain
+// task, queued behind the others (scheduler.yield's continuation would go ahead of them and starve them).
+const yieldTask = () => new Promise((resolve) => setTimeout(resolve));
 
 function showMessage(text) {
   $('message').textContent = text;
@@ -43,10 +48,11 @@ class App {
     this.calibrations = 0;
     this.fps = 0;
     this.last = 0;
-    const threads = runtime.threads > 1 ? `${runtime.threads} threads` : `1 thread${runtime.why ? ` (${runtime.why})` : ''}`;
-    $('backend').textContent = `WebAssembly, ${threads}`;
-    document.body.dataset.backend = runtime.accelerator;
-    document.body.dataset.threads = runtime.threads;
+    this.totals = {}; // ms per stage summed over all frames (benchmarks/web_fps.py averages them)
+    $('backend').textContent = describeRuntime(runtime, puppet.placement);
+    $('backend').title = runtime.gpuWhy ? `not on WebGPU: ${runtime.gpuWhy}` : '';
+    Object.assign(document.body.dataset, {backend: runtime.accelerator, threads: runtime.threads,
+      placement: JSON.stringify(puppet.placement)});
   }
 
   bind() {
@@ -114,22 +120,34 @@ class App {
     this.showStats();
   }
 
+  /** fps, and each stage's ms: the three models' runs, 'copies' (their tensors in and out), 'page' (the rest). */
   showStats() {
     const now = performance.now();
-    if (this.last) this.fps = this.fps ? 0.9 * this.fps + 0.1 * (1000 / (now - this.last)) : 1000 / (now - this.last);
+    const {keypoints = 0, process = 0, generate = 0, copies = 0} = this.puppet.timings;
+    if (this.last) {
+      const ms = now - this.last;
+      this.fps = this.fps ? 0.9 * this.fps + 0.1 * (1000 / ms) : 1000 / ms;
+      this.puppet.timings.page = Math.max(0, ms - keypoints - process - generate - copies);
+    }
     this.last = now;
+    for (const [k, v] of Object.entries(this.puppet.timings)) this.totals[k] = (this.totals[k] || 0) + v;
     $('fps').textContent = this.fps.toFixed(1);
-    document.body.dataset.fps = this.fps.toFixed(2);
+    Object.assign(document.body.dataset, {fps: this.fps.toFixed(2), totals: JSON.stringify(this.totals)});
     $('stages').textContent = Object.entries(this.puppet.timings).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(' · ');
   }
 
-  /** The live loop: the camera frame's crop through the models, once per displayed frame. */
+  /** The live loop: the newest camera frame's crop through the models, again and again. */
   async run(video) {
     const preview = canvas2d($('camera'), 320, 240);
     const {width: w, height: h} = this.puppet;
+    // After a frame that took longer than a display frame, the next goes on at once (a newer camera
+    // frame is waiting), after one turn of the event loop; otherwise it waits for the display.
+    let slow = false;
     for (;;) {
-      await nextFrame();
+      await (slow ? yieldTask() : nextFrame());
+      slow = false;
       if (video.readyState < 2 || !video.videoWidth) continue;
+      const start = performance.now();
       const box = this.framer.box(video, video.videoWidth, video.videoHeight);
       this.crop.drawImage(video, box.x, box.y, box.side, box.side, 0, 0, w, h);
       const k = 320 / video.videoWidth;
@@ -138,6 +156,7 @@ class App {
       preview.strokeRect(box.x * k, box.y * k, box.side * k, box.side * k);
       $('framing').textContent = this.framer.trackingText;
       if (this.puppet.source) await this.drive(this.crop.getImageData(0, 0, w, h).data);
+      slow = performance.now() - start > 20;
     }
   }
 }
@@ -185,8 +204,8 @@ async function main() {
   if (params.get('view') === 'avatar') document.body.classList.add('avatar-only');
   let app;
   try {
-    const runtime = await startRuntime({threads: params.get('threads') || 'auto'});
-    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime.accelerator, runtime.threads);
+    const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
+    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime);
     app = new App(puppet, runtime);
   } catch (e) {
     showMessage(`the models could not start in this browser: ${e.message}`);
@@ -208,7 +227,12 @@ async function main() {
   }
   const video = await openCamera();
   document.body.dataset.state = 'ready';
-  if (video) await app.run(video);
+  if (video) {
+    await app.run(video).catch((e) => {  // a lost GPU device, an exhausted heap: said, not a dead page
+      showMessage(`the models stopped: ${e.message}; reload the page (?backend=wasm if it happens again)`);
+      document.body.dataset.state = 'failed';
+    });
+  }
 }
 
 main();

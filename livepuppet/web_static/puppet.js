@@ -1,63 +1,146 @@
 // The four livepuppet models on LiteRT.js: the browser twin of livepuppet/pipeline.py.
-// Keypoints of each frame, keypoint processing (in-graph), source encoding once, generator.
+// Keypoints of each frame, keypoint processing (in-graph), source encoding once, generator;
+// on WebGPU where the browser has a GPU adapter, else on WebAssembly (XNNPACK).
 import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from '@litertjs/core';
 
 const MODELS = ['kp_detector', 'source_encoder', 'kp_processing', 'generator'];
+// Adapters that draw on the CPU: WebGPU through them is slower than WebAssembly with XNNPACK.
+const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|software|basic render/i;
 
-/** Load the WebAssembly runtime, threaded where the page is cross-origin isolated (SharedArrayBuffer).
- * WebGPU is not used: LiteRT.js 2.5 delegates only part of these graphs to it (57 of the keypoint
- * processing's 194 ops, for one), and that partitioning needs its JSPI build, which is not shipped. */
-export async function startRuntime({threads = 'auto'} = {}) {
+/** The WebGPU adapter the page could run on ({name, software}), or why there is none ({why}).
+ * LiteRT.js runs on WebGPU only what WebGPU supports and the rest of a graph on WebAssembly, and
+ * reading GPU results back from there needs its JSPI build: no JSPI, no WebGPU. */
+async function findGpu() {
+  if (!self.isSecureContext || !navigator.gpu) return {why: 'this browser has no WebGPU'};
+  if (!(await supportsFeature('jspi'))) return {why: 'this browser lacks WebAssembly JSPI, which WebGPU needs here'};
+  const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'}).catch(() => null);
+  if (!adapter) return {why: 'no WebGPU adapter'};
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture || info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+  return {name, software: Boolean(info.isFallbackAdapter) || SOFTWARE_GPU.test(`${info.architecture} ${info.description}`)};
+}
+
+/** ?backend= -> whether to run on the adapter found: auto takes a hardware GPU only. */
+const TAKES_GPU = {auto: (gpu) => Boolean(gpu.name) && !gpu.software, webgpu: (gpu) => Boolean(gpu.name), wasm: () => false};
+
+/** Why the page is not on WebGPU, in a few words for the status line ('' when it is). */
+function whyNotGpu(backend, gpu) {
+  if (backend === 'wasm') return '';
+  if (gpu.software) return `only a software WebGPU adapter (${gpu.name}), slower: ?backend=webgpu takes it`;
+  return gpu.why;
+}
+
+/** Load the runtime: WebGPU (JSPI build, its CPU part on one thread) where ``backend`` takes the adapter,
+ * else WebAssembly, threaded where the page is cross-origin isolated (SharedArrayBuffer).
+ * ``backend``: auto | webgpu | wasm; ``threads``: auto | N. */
+export async function startRuntime({backend = 'auto', threads = 'auto'} = {}) {
+  const takes = TAKES_GPU[backend];
+  if (!takes) throw new Error(`unknown back end "${backend}": use auto, webgpu or wasm`);
+  const gpu = backend === 'wasm' ? {} : await findGpu();
+  // The runtime's own log lines (delegate set-up, which ops WebGPU cannot take) go to stderr, which the
+  // browser shows as console errors: they go to the console's verbose level; failures arrive as exceptions.
+  self.Module = {print: () => {}, printErr: (line) => console.debug('LiteRT:', line)};
+  const wasmDir = new URL('vendor/wasm/', document.baseURI).href;
+  if (takes(gpu)) {
+    await loadLiteRt(wasmDir, {jspi: true});
+    return {accelerator: 'webgpu', gpu: gpu.name, software: gpu.software, threads: 1, why: ''};
+  }
   const canThread = self.crossOriginIsolated && (await supportsFeature('relaxedSimd'))
     && (await supportsFeature('threads'));
   const count = threads === 'auto' ? navigator.hardwareConcurrency || 1 : Number(threads);
   const useThreads = canThread && count > 1;
-  // The runtime's own INFO/WARNING lines (delegate set-up) go to stderr, which the browser shows as
-  // console errors: keep them out of the console; its failures still arrive as exceptions.
-  self.Module = {print: () => {}, printErr: (line) => /^(INFO|WARNING)\b/.test(line) || console.warn('LiteRT:', line)};
-  await loadLiteRt(new URL('vendor/wasm/', document.baseURI).href, {threads: useThreads});
+  await loadLiteRt(wasmDir, {threads: useThreads});
   return {
     accelerator: 'wasm',
     threads: useThreads ? count : 1,
     why: useThreads || count <= 1 ? '' : self.crossOriginIsolated ? 'no WebAssembly threads in this browser'
       : 'page not cross-origin isolated',
+    gpuWhy: whyNotGpu(backend, gpu),
   };
 }
 
-/** Named float32 inputs -> named float32 outputs (copied out; every LiteRT tensor is freed). */
-async function runModel(model, inputs) {
-  const tensors = {};
+/** The status line's back end: what runs the models and on how many threads. */
+export function describeRuntime(runtime, placement = {}) {
+  if (runtime.accelerator === 'webgpu') {
+    const partial = Object.entries(placement).filter(([, where]) => where !== 'webgpu').map(([name]) => name);
+    const rest = partial.length ? `; on WebAssembly, 1 thread, in part or whole: ${partial.join(', ')}` : '';
+    return `WebGPU (${runtime.gpu})${rest}`;
+  }
+  const threads = runtime.threads > 1 ? `${runtime.threads} threads` : `1 thread${runtime.why ? ` (${runtime.why})` : ''}`;
+  return `WebAssembly, ${threads}`;
+}
+
+function inputShape(detail) {
+  return Array.from(detail.shape, (d) => (d < 0 ? 1 : d));
+}
+
+/** A tensor kept for many runs (the source's), already where ``model`` reads input ``name`` from. */
+async function keptTensor(model, name, data) {
+  const detail = model.getInputDetails().find((d) => d.name === name);
+  const tensor = new Tensor(data, inputShape(detail));
+  const wanted = detail.supportedBufferTypes;
+  return wanted.has(tensor.getBufferType()) ? tensor : tensor.moveTo(wanted.values().next().value);
+}
+
+/** Named float32 arrays -> tensors for ``model`` (freed by the caller), skipping those in ``kept``. */
+function makeInputs(model, inputs, kept) {
+  const made = {};
   for (const detail of model.getInputDetails()) {
+    if (kept[detail.name]) continue;
     const data = inputs[detail.name];
     if (!data) throw new Error(`model input ${detail.name} not given`);
-    const shape = Array.from(detail.shape, (d) => (d < 0 ? 1 : d));
-    tensors[detail.name] = new Tensor(data, shape);
+    made[detail.name] = new Tensor(data, inputShape(detail));
   }
-  let outputs;
-  try {
-    outputs = await model.run(tensors);
-  } finally {
-    Object.values(tensors).forEach((t) => t.delete());
-  }
-  const result = {};
+  return made;
+}
+
+/** Output tensors -> the same on the host: on WebGPU this waits for the GPU to finish (part of the run). */
+async function onHost(outputs) {
+  const local = {};
   for (const [name, tensor] of Object.entries(outputs)) {
-    const local = tensor.accelerator === 'wasm' ? tensor : await tensor.moveTo('wasm');
-    result[name] = new Float32Array(local.toTypedArray());
-    local.delete();
-    if (local !== tensor && !tensor.deleted) tensor.delete();
+    local[name] = tensor.accelerator === 'wasm' ? tensor : await tensor.moveTo('wasm');
+    if (local[name] !== tensor && !tensor.deleted) tensor.delete();
+  }
+  return local;
+}
+
+/** Host tensors -> named float32 arrays: one copy out of the runtime's memory; every tensor is freed. */
+function takeOutputs(local) {
+  const result = {};
+  for (const [name, tensor] of Object.entries(local)) {
+    result[name] = tensor.toTypedArray();
+    tensor.delete();
   }
   return result;
 }
 
+/** Compile one model for ``runtime``; on WebGPU, a model it cannot take at all runs on WebAssembly.
+ * Returns [model, where]: 'webgpu', 'webgpu+wasm' (partly delegated) or 'wasm'. WebGPU computes in
+ * fp32: in fp16 the test model's picture was 4.6 levels off the Python engine's (mean; max 68). */
+async function compile(url, runtime) {
+  const cpuOptions = {numThreads: runtime.threads};
+  if (runtime.accelerator === 'webgpu') {
+    try {
+      const model = await loadAndCompile(url, {accelerator: 'webgpu', cpuOptions, gpuOptions: {precision: 'fp32'}});
+      return [model, model.isFullyAccelerated ? 'webgpu' : 'webgpu+wasm'];
+    } catch (e) {
+      console.warn(`WebGPU cannot take ${url} (${e.message}); it runs on WebAssembly`);
+    }
+  }
+  return [await loadAndCompile(url, {accelerator: 'wasm', cpuOptions}), 'wasm'];
+}
+
 export class Puppet {
-  constructor(models, manifest) {
+  constructor(models, manifest, placement = {}) {
     this.models = models;
+    this.placement = placement;
     [this.height, this.width] = manifest.frame_size;
     this.relative = 1;
     this.adaptScale = 1;
     this.source = null;
+    this.kept = null; // the source's tensors for the generator, made once per portrait
     this.initial = null;
-    this.timings = {};
+    this.timings = {keypoints: 0, process: 0, generate: 0, copies: 0}; // the last frame's ms
     this.queue = Promise.resolve();
   }
 
@@ -68,22 +151,37 @@ export class Puppet {
     return result;
   }
 
-  /** Fetch and compile the four .tflite files named by model/web.json. */
-  static async load(base, accelerator, threads) {
+  /** Fetch and compile the four .tflite files named by model/web.json for ``runtime`` (startRuntime's). */
+  static async load(base, runtime) {
     const manifest = await (await fetch(new URL('web.json', base))).json();
     const models = {};
+    const placement = {};
     for (const name of MODELS) {
-      const url = new URL(manifest.models[name], base).href;
-      models[name] = await loadAndCompile(url, {accelerator, cpuOptions: {numThreads: threads}});
+      [models[name], placement[name]] = await compile(new URL(manifest.models[name], base).href, runtime);
     }
-    return new Puppet(models, manifest);
+    return new Puppet(models, manifest, placement);
   }
 
-  async _timed(stage, work) {
-    const start = performance.now();
-    const out = await work;
-    this.timings[stage] = performance.now() - start;
-    return out;
+  /** Run ``model`` on named float32 ``inputs`` and ``kept`` tensors; with a ``stage``, its run's ms go to
+   * timings[stage] and the tensors' way in and out to timings.copies (summed over the frame). */
+  async _run(model, inputs, kept = {}, stage = null) {
+    const t0 = performance.now();
+    const made = makeInputs(model, inputs, kept);
+    let outputs;
+    let t1;
+    try {
+      t1 = performance.now();
+      outputs = await onHost(await model.run({...made, ...kept}));
+    } finally {
+      Object.values(made).forEach((t) => t.delete());
+    }
+    const t2 = performance.now();
+    const result = takeOutputs(outputs);
+    if (stage) {
+      this.timings[stage] = t2 - t1;
+      this.timings.copies += (t1 - t0) + (performance.now() - t2);
+    }
+    return result;
   }
 
   /** Source image, float32 RGB (H*W*3) in [0, 1]: its keypoints and generator features, once. */
@@ -92,9 +190,20 @@ export class Puppet {
   }
 
   async _setSource(pixels) {
-    const kp = await runModel(this.models.kp_detector, {image: pixels});
-    const enc = await runModel(this.models.source_encoder, {source: pixels});
-    this.source = {value: kp.value, jacobian: kp.jacobian, features: enc.features, small: enc.source_small};
+    const kp = await this._run(this.models.kp_detector, {image: pixels});
+    const enc = await this._run(this.models.source_encoder, {source: pixels});
+    const gen = this.models.generator;
+    const kept = {};
+    try {
+      for (const [name, data] of Object.entries({source_value: kp.value, source_jacobian: kp.jacobian,
+        features: enc.features, source_small: enc.source_small})) kept[name] = await keptTensor(gen, name, data);
+    } catch (e) {
+      Object.values(kept).forEach((t) => t.delete());
+      throw e;
+    }
+    if (this.kept) Object.values(this.kept).forEach((t) => t.delete());
+    this.source = {value: kp.value, jacobian: kp.jacobian};
+    this.kept = kept;
   }
 
   /** The next driving frame becomes the calibration frame. */
@@ -109,19 +218,17 @@ export class Puppet {
 
   async _animate(pixels) {
     const src = this.source;
-    const kp = await this._timed('keypoints', runModel(this.models.kp_detector, {image: pixels}));
+    this.timings.copies = 0;
+    const kp = await this._run(this.models.kp_detector, {image: pixels}, {}, 'keypoints');
     if (!this.initial) this.initial = kp;
-    const norm = await this._timed('process', runModel(this.models.kp_processing, {
+    const norm = await this._run(this.models.kp_processing, {
       source_value: src.value, source_jacobian: src.jacobian,
       initial_value: this.initial.value, initial_jacobian: this.initial.jacobian,
       driving_value: kp.value, driving_jacobian: kp.jacobian,
       relative: new Float32Array([this.relative]), adapt_scale: new Float32Array([this.adaptScale]),
-    }));
-    const out = await this._timed('generate', runModel(this.models.generator, {
-      driving_value: norm.value, driving_jacobian: norm.jacobian,
-      source_value: src.value, source_jacobian: src.jacobian,
-      features: src.features, source_small: src.small,
-    }));
+    }, {}, 'process');
+    const out = await this._run(this.models.generator, {driving_value: norm.value, driving_jacobian: norm.jacobian},
+      this.kept, 'generate');
     return out.prediction;
   }
 }
