@@ -159,7 +159,8 @@ def _expected_io(batch: int | None) -> dict[str, tuple[dict, dict]]:
 
 @pytest.mark.parametrize("key", list(MATRIX))
 def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> None:
-    from livepuppet.export import make_interpreter, tflite_ops
+    from livepuppet import cpu
+    from livepuppet.export import BF16_WEIGHTS, make_interpreter, tflite_ops
 
     serialisation, precision, batch = MATRIX[key]
     folder = small.model(key)
@@ -199,8 +200,10 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
     # (hidden files are what engines keep at run time: auto's choice, OpenVINO's compiled models)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
         ["manifest.json", "openvino", *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
+    bf16_copies = BF16_WEIGHTS if cpu.current().fast_precision() == "bf16" else ()  # test_openvino checks them
     assert sorted(p.name for p in (folder / "openvino").iterdir()) == sorted(
-        f"{m}.{ext}" for m in MODEL_NAMES for ext in ("xml", "bin"))
+        [f"{m}.{ext}" for m in MODEL_NAMES for ext in ("xml", "bin")]
+        + [f"{m}.bf16.{ext}" for m in bf16_copies for ext in ("xml", "bin")])
     assert _leftovers(folder.parent) == []
 
 

@@ -278,11 +278,7 @@ def test_page_on_webgpu_matches_the_python_engine(small: SmallModels, url: str, 
     assert gpu_page.inner_text("#backend").startswith("WebGPU (google swiftshader)")
     placement = json.loads(gpu_page.evaluate("document.body.dataset.placement"))
     assert placement["kp_detector"] == "webgpu" and placement["generator"].startswith("webgpu")
-    err = _page_against_python(hooked, small.model("legacy-fp32-b1"), 4)
-    print(f"\npage on WebGPU (SwiftShader) vs Python LiteRT engine: mean {err.mean():.4f} levels, "
-          f"max {err.max()}; {placement}")
-    assert err.mean() <= MEAN_LEVELS
-    assert not gpu_page.problems
+    _assert_page_matches_python(hooked, gpu_page, small, 4, f"WebGPU (SwiftShader); {placement}")
 
 
 @needs_browser
@@ -302,11 +298,15 @@ def test_page_on_a_hardware_gpu(small: SmallModels, url: str, gpu_page) -> None:
     hooked = browser.HookedPage(gpu_page, f"{url}?test")
     if gpu_page.evaluate("document.body.dataset.backend") != "webgpu":
         pytest.skip(f"Chromium offers no hardware WebGPU adapter here ({gpu_page.get_attribute('#backend', 'title')})")
-    err = _page_against_python(hooked, small.model("legacy-fp32-b1"), 6)
-    print(f"\npage on {gpu_page.inner_text('#backend')} vs Python LiteRT engine: mean {err.mean():.4f}, max {err.max()}; "
-          f"{gpu_page.inner_text('#stages')} ms")
+    _assert_page_matches_python(hooked, gpu_page, small, 6,
+                                f"{gpu_page.inner_text('#backend')}; {gpu_page.inner_text('#stages')} ms")
+
+
+def _assert_page_matches_python(hooked, page, small: SmallModels, frames: int, label: str) -> None:
+    err = _page_against_python(hooked, small.model("legacy-fp32-b1"), frames)
+    print(f"\npage on {label} vs Python LiteRT engine: mean {err.mean():.4f} levels, max {err.max()}")
     assert err.mean() <= MEAN_LEVELS
-    assert not gpu_page.problems
+    assert not page.problems
 
 
 @needs_browser
