@@ -308,12 +308,13 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
     errors, bf16 = {}, {}
     for model in model_specs(ov_fomm, batch):
         task = progress.add_task(f"{model.name} (OpenVINO)", total=2, step="IR")
-        concrete = _export_module(model).serve.get_concrete_function()
+        module = _export_module(model)
+        concrete = module.serve.get_concrete_function()
         source = tmp / models[model.name]["tflite"]
         reuse = ov_fomm is fomm and model_precision(model.name, precision) == "fp32"
         if not reuse:
             source = tmp / f".{model.name}.openvino.tflite"
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], _export_module(model))
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             source.write_bytes(converter.convert())
         xml = tmp / openvino_export.DIRNAME / f"{model.name}.xml"

@@ -45,11 +45,14 @@ def _mappings_under(root: str) -> list[tuple[int, int]]:
         fields = line.split(maxsplit=5)
         if len(fields) < 6 or "w" in fields[1]:
             continue
-        path = fields[5].strip()
-        if path == root or path.startswith(root + "/"):
+        if _is_under(fields[5].strip(), root):
             start, end = (int(x, 16) for x in fields[0].split("-"))
             out.append((start, end))
     return out
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + "/")
 
 
 def _madvise():
@@ -76,7 +79,7 @@ def resident(folder: str | Path) -> tuple[int, int]:
         fields = line.split(maxsplit=5)
         if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
             path = fields[5].strip() if len(fields) == 6 else ""
-            inside = "w" not in fields[1] and (path == root or path.startswith(root + "/"))
+            inside = "w" not in fields[1] and _is_under(path, root)
             if inside:
                 start, end = (int(x, 16) for x in fields[0].split("-"))
                 mapped += end - start

@@ -354,13 +354,19 @@ def test_calibration_by_key(url: str, page) -> None:
     assert not page.problems
 
 
-@needs_browser
-def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
-    """The live page: fake camera, a picked portrait, 200 avatar frames, fps and stage times, no console error."""
+def _open_live_page(page, url: str, tmp_path: Path) -> Path:
+    """The live page (fake camera), ready for a portrait; returns a face portrait written for it to pick."""
     portrait = tmp_path / "portrait.png"
     cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
     page.goto(url)
     page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    return portrait
+
+
+@needs_browser
+def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
+    """The live page: fake camera, a picked portrait, 200 avatar frames, fps and stage times, no console error."""
+    portrait = _open_live_page(page, url, tmp_path)
     assert page.is_visible("#message") and "pick or drop a portrait" in page.inner_text("#message")
     page.set_input_files("#portrait", str(portrait))
     page.wait_for_function("Number(document.body.dataset.frames) >= 200", timeout=180_000, polling=500)
@@ -378,10 +384,7 @@ def test_page_runs_200_camera_frames(url: str, page, tmp_path: Path) -> None:
 @needs_browser
 def test_a_runtime_that_dies_mid_stream_gets_a_visible_message(url: str, page, tmp_path: Path) -> None:
     """The models vanish under the live loop (as on a lost GPU device): the page says so instead of going dead."""
-    portrait = tmp_path / "portrait.png"
-    cv2.imwrite(str(portrait), browser.face_frames(1)[0, :, 40:280, ::-1])
-    page.goto(url)
-    page.wait_for_function("document.body.dataset.state", timeout=120_000)
+    portrait = _open_live_page(page, url, tmp_path)
     page.set_input_files("#portrait", str(portrait))
     page.wait_for_function("Number(document.body.dataset.frames) >= 3", timeout=60_000)
     page.evaluate("import('@litertjs/core').then((litert) => litert.unloadLiteRt())")
