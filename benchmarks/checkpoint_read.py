@@ -21,7 +21,7 @@ READER = r"""
 import json, sys, time
 sys.modules["torch"] = None  # prove the reader needs no torch
 import numpy
-from livepuppet.checkpoint import file_sha256, load_checkpoint
+from livepuppet.fomm.checkpoint import file_sha256, load_checkpoint
 
 def rss_mb(field="VmRSS"):
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (torch-sized) parent.

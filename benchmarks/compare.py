@@ -62,15 +62,15 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from livepuppet import bench  # noqa: E402
-from livepuppet import bench_engines  # noqa: E402
-from livepuppet import cpu  # noqa: E402
-from livepuppet import probe  # noqa: E402
-from livepuppet import config as cfgmod  # noqa: E402
-from livepuppet.engines import open_engine  # noqa: E402
-from livepuppet.engines.openvino import default_precision  # noqa: E402
-from livepuppet.manifest import read_manifest  # noqa: E402
-from livepuppet.pipeline import Pipeline  # noqa: E402
+from livepuppet.commands import bench  # noqa: E402
+from livepuppet.commands import bench_engines  # noqa: E402
+from livepuppet.runtime import cpu  # noqa: E402
+from livepuppet.runtime import probe  # noqa: E402
+from livepuppet.fomm import config as cfgmod  # noqa: E402
+from livepuppet.runtime.engines import open_engine  # noqa: E402
+from livepuppet.runtime.engines.openvino import default_precision  # noqa: E402
+from livepuppet.modelfolder.manifest import read_manifest  # noqa: E402
+from livepuppet.runtime.pipeline import Pipeline  # noqa: E402
 from tests.reference.factory import (  # noqa: E402
     VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw,
 )
@@ -99,7 +99,7 @@ def levels(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- livepuppet and PyTorch
 
 def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -> dict[str, Any]:
-    from livepuppet.commands import convert_checkpoint
+    from livepuppet.commands.convert import convert_checkpoint
 
     h, w = 256, 256
     folders = {}
@@ -298,7 +298,7 @@ def patched(*triples):
 
 def _upsample_variant(kind: str):
     import tensorflow as tf
-    from livepuppet.model import blocks
+    from livepuppet.fomm.modules import blocks
 
     def up(x):
         _, h, w, c = x.shape
@@ -318,8 +318,8 @@ def _upsample_variant(kind: str):
 
 def _no_warp():
     import tensorflow as tf
-    from livepuppet.model import dense_motion as dm_mod
-    from livepuppet.model import generator as gen_mod
+    from livepuppet.fomm.modules import dense_motion as dm_mod
+    from livepuppet.fomm.modules import generator as gen_mod
 
     def identity(image, grid):  # the shape grid_sample returns, without sampling
         extra = len(grid.shape) - 3
@@ -330,7 +330,7 @@ def _no_warp():
 
 
 def _no_nan_guard():
-    from livepuppet.model import ops
+    from livepuppet.fomm.modules import ops
 
     return [(ops, "_finite_or", lambda x, value: x)]
 
@@ -339,7 +339,7 @@ def _rewrites(**undone: bool):
     """The XNNPACK graph with the named rewrites undone (model/rewrites.py), as a Rewrites."""
     import dataclasses
 
-    from livepuppet.model import XNNPACK
+    from livepuppet.fomm.modules import XNNPACK
 
     return dataclasses.replace(XNNPACK, **{k: False for k in undone})
 
@@ -365,9 +365,9 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
     import tensorflow as tf
     from ai_edge_litert import interpreter as lite
 
-    from livepuppet.checkpoint import load_checkpoint
-    from livepuppet.export import _export_module, model_specs
-    from livepuppet.model import FOMM
+    from livepuppet.fomm.checkpoint import load_checkpoint
+    from livepuppet.conversion.export import _export_module, model_specs
+    from livepuppet.fomm.modules import FOMM
 
     state = load_checkpoint(ckpt)
     cfg = cfgmod.infer(state.generator, state.kp_detector).with_frame_shape(*kp_image.shape[1:3])
@@ -509,7 +509,7 @@ def main(argv=None) -> int:
     fp32_folder = args.workdir / "vox-fp32"
     if args.ablations_only:
         if not (fp32_folder / "manifest.json").is_file():
-            from livepuppet.commands import convert_checkpoint
+            from livepuppet.commands.convert import convert_checkpoint
 
             convert_checkpoint(ckpt, fp32_folder)
     else:

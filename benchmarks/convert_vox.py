@@ -68,8 +68,8 @@ def convert(checkpoint: Path, out: Path, precision: str) -> dict:
 
 
 def animate(folder: Path, engine: str, source, driving):
-    from livepuppet.engines import open_engine
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.pipeline import Pipeline
 
     pipe = Pipeline(open_engine(folder, engine))
     pipe.set_source(source)

@@ -42,8 +42,8 @@ def stage_functions(fomm):
     """The generator's forward pass (model/generator.py, dense_motion.py) as six named functions."""
     import tensorflow as tf
 
-    from livepuppet.config import KP_VARIANCE
-    from livepuppet.model.ops import grid_sample, kp2gaussian
+    from livepuppet.fomm.config import KP_VARIANCE
+    from livepuppet.fomm.modules.ops import grid_sample, kp2gaussian
 
     gen, dm, k = fomm.generator, fomm.generator.dense_motion, fomm.cfg.num_kp
 
@@ -82,7 +82,7 @@ def export_stages(fomm, values: dict, workdir: Path) -> dict:
     """Each stage -> OpenVINO IR (through TFLite, like convert); fills ``values`` with float32 intermediates."""
     import tensorflow as tf
 
-    from livepuppet import openvino_export
+    from livepuppet.conversion import openvino_ir as openvino_export
 
     out = {}
     for name, (fn, inputs) in stage_functions(fomm).items():
@@ -167,17 +167,17 @@ def run_combo(stages: dict, feed: dict, combo: str, core, compiled: dict, int8: 
 def main(argv: list[str]) -> int:
     import openvino as ov
 
-    from livepuppet import config as cfgmod
-    from livepuppet.checkpoint import load_checkpoint
-    from livepuppet.model import FOMM, GRAPHS
-    from livepuppet.export import openvino_graph
-    from livepuppet import cpu
+    from livepuppet.fomm import config as cfgmod
+    from livepuppet.fomm.checkpoint import load_checkpoint
+    from livepuppet.fomm.modules import FOMM, GRAPHS
+    from livepuppet.conversion.export import openvino_graph
+    from livepuppet.runtime import cpu
 
     if not argv:
         print(__doc__)
         return 2
     if argv[0] == "random":  # bench's vox-256 random weights
-        from livepuppet.bench import random_state
+        from livepuppet.commands.bench import random_state
 
         cfg = cfgmod.preset("vox")
         generator, kp_detector = random_state(cfg, 0)

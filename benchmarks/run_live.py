@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         cv2.imwrite(str(face), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     models = args.model or []
     if not models:
-        from livepuppet.bench import build_random_model
+        from livepuppet.commands.bench import build_random_model
 
         for precision in args.precisions:
             folder = workdir / f"vox-{precision}"

@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from livepuppet.smoothing import DEFAULT_STRENGTH  # noqa: E402
+from livepuppet.runtime.smoothing import DEFAULT_STRENGTH  # noqa: E402
 from tests.test_smoothing import STILL, clip_keypoints, measure, noisy_clip, smooth  # noqa: E402
 
 ZOOM = 2  # the frame is drawn at 512x512

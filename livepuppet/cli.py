@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import LivepuppetError, bounded_lines, from_library_io_error, from_os_error, one_line
+from livepuppet import __version__
+from livepuppet.errors import LivepuppetError, bounded_lines, from_library_io_error, from_os_error, one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
     _motion_args(p)
-    from .smoothing import DEFAULT_STRENGTH
+    from livepuppet.runtime.smoothing import DEFAULT_STRENGTH
     _picture_args(p, DEFAULT_STRENGTH, "; 's' toggles it")
 
     p = sub.add_parser("animate", help="a portrait + a driving video -> an animated video")
@@ -160,13 +160,13 @@ def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
     from importlib import import_module
 
     module, func = {
-        "convert": ("livepuppet.commands", "convert"),
-        "run": ("livepuppet.live.command", "run"),
-        "animate": ("livepuppet.animate", "run"),
-        "bench": ("livepuppet.bench", "run"),
-        "download": ("livepuppet.commands", "download"),
-        "doctor": ("livepuppet.doctor", "run"),
-        "web": ("livepuppet.web", "run"),
+        "convert": ("livepuppet.commands.convert", "convert"),
+        "run": ("livepuppet.commands.run", "run"),
+        "animate": ("livepuppet.commands.animate", "run"),
+        "bench": ("livepuppet.commands.bench", "run"),
+        "download": ("livepuppet.commands.download", "download"),
+        "doctor": ("livepuppet.commands.doctor", "run"),
+        "web": ("livepuppet.commands.web", "run"),
     }[name]
     return getattr(import_module(module), func)
 
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         needs_tf = args.command == "convert" or (args.command == "bench" and args.model is None)
         if needs_tf or getattr(args, "engine", None) == "savedmodel":
-            from .tfquiet import import_tensorflow
+            from livepuppet.quiet import import_tensorflow
 
             import_tensorflow()  # before any module imports it the noisy way
         return int(_command(args.command)(args) or 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from livepuppet.registry import ModelEntry
+    from livepuppet.hub.registry import ModelEntry
 
 HOME_ENV = "LIVEPUPPET_HOME"
 CHECKPOINT_FOLDER = "checkpoint"

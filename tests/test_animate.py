@@ -207,7 +207,7 @@ def test_frames_limit(setup, tmp_path, capsys):
 
 
 def test_input_at_model_size_is_not_resampled(setup, tmp_path, capsys, monkeypatch):
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.runtime.pipeline import Pipeline
 
     resized, seen_source, seen_frames = [], [], []
     real_resize, real_set_source, real_animate = cv2.resize, Pipeline.set_source, Pipeline.animate
@@ -255,9 +255,9 @@ def test_input_at_model_size_is_not_resampled(setup, tmp_path, capsys, monkeypat
 
 
 def test_choose_best_frame_finds_the_planted_source(setup):
-    from livepuppet.animate import choose_best_frame
-    from livepuppet.engines import open_engine
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.commands.animate import choose_best_frame
+    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.pipeline import Pipeline
 
     pipeline = Pipeline(open_engine(setup["model"], "tflite"))
     pipeline.set_source(_as_float(setup["source_u8"]))

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepuppet import bench
-from livepuppet import config as cfgmod
+from livepuppet.commands import bench
+from livepuppet.fomm import config as cfgmod
 from livepuppet.cli import main
 from tests.reference import SMALL_PARAMS
 
@@ -169,7 +169,7 @@ def test_peak_model_is_a_correct_convolution():
 
 
 # ---------------------------------------------------------------- the faster formulations bench led to
-# (livepuppet/model/blocks.py); each must equal the plain computation up to float32 rounding.
+# (livepuppet/fomm/modules/blocks.py); each must equal the plain computation up to float32 rounding.
 
 def _conv_state(rng, cin: int, cout: int, k: int, norm: bool = True) -> dict[str, np.ndarray]:
     state = {"c.weight": rng.standard_normal((cout, cin, k, k)) * (2 / (k * k * cin)) ** 0.5,
@@ -198,7 +198,7 @@ def _reference_conv(x: np.ndarray, state: dict[str, np.ndarray], pad: int) -> np
 def test_winograd_conv(shape, fold):
     import tensorflow as tf
 
-    from livepuppet.model.blocks import Conv, StateReader
+    from livepuppet.fomm.modules.blocks import Conv, StateReader
 
     n, h, w, cin, cout = shape
     rng = np.random.default_rng(0)
@@ -217,7 +217,7 @@ def test_winograd_conv(shape, fold):
 def test_upsampling_conv_is_nearest_then_conv(fold):
     import tensorflow as tf
 
-    from livepuppet.model.blocks import UpBlock2d, StateReader
+    from livepuppet.fomm.modules.blocks import UpBlock2d, StateReader
 
     rng = np.random.default_rng(1)
     state = {f"b.{k.replace('c.', 'conv.').replace('n.', 'norm.')}": v for k, v in _conv_state(rng, 6, 5, 3).items()}
@@ -233,7 +233,7 @@ def test_upsampling_conv_is_nearest_then_conv(fold):
 def test_few_channel_conv_split_into_rows_and_columns():
     import tensorflow as tf
 
-    from livepuppet.model.blocks import Conv, StateReader
+    from livepuppet.fomm.modules.blocks import Conv, StateReader
 
     rng = np.random.default_rng(2)
     state = _conv_state(rng, 16, 3, 7, norm=False)

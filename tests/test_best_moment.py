@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from livepuppet.engines import Keypoints, SourceData
-from livepuppet.pipeline import Pipeline, layout
+from livepuppet.runtime.engines import Keypoints, SourceData
+from livepuppet.runtime.pipeline import Pipeline, layout
 
 RNG = np.random.default_rng(0)
 SOURCE_KP = RNG.uniform(-0.6, 0.6, (10, 2))

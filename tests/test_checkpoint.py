@@ -19,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepuppet.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from livepuppet.fomm.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from livepuppet.errors import CheckpointError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,7 +353,7 @@ def test_loading_never_imports_torch(tmp_path: Path) -> None:
     paths = [_save(_full_checkpoint(gen, kp), tmp_path / f"{z}.pth", z) for z in (False, True)]
     script = (
         "import sys; sys.modules['torch'] = None\n"
-        "from livepuppet.checkpoint import load_checkpoint\n"
+        "from livepuppet.fomm.checkpoint import load_checkpoint\n"
         "for p in sys.argv[1:]:\n"
         "    c = load_checkpoint(p)\n"
         "    assert c.generator['transposed'].shape == (5, 3)\n"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from livepuppet import config
+from livepuppet.fomm import config
 from livepuppet.errors import ConfigError
 from tests.reference import MGIF_PARAMS, SMALL_PARAMS, VOX_PARAMS, build_models, small_params
 

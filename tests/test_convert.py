@@ -28,7 +28,7 @@ import torch
 from livepuppet import __version__
 from livepuppet.cli import main
 from livepuppet.errors import LivepuppetError
-from livepuppet.export import model_precision
+from livepuppet.conversion.export import model_precision
 from tests.reference import (
     SMALL_PARAMS,
     VOX_PARAMS,
@@ -159,8 +159,8 @@ def _expected_io(batch: int | None) -> dict[str, tuple[dict, dict]]:
 
 @pytest.mark.parametrize("key", list(MATRIX))
 def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> None:
-    from livepuppet import cpu
-    from livepuppet.export import BF16_WEIGHTS, make_interpreter, tflite_ops
+    from livepuppet.runtime import cpu
+    from livepuppet.conversion.export import BF16_WEIGHTS, make_interpreter, tflite_ops
 
     serialisation, precision, batch = MATRIX[key]
     folder = small.model(key)
@@ -263,15 +263,15 @@ def _fail_after(count: int, exc: type[BaseException]):
 
 
 def _load_small(small: SmallModels, size: int = SIZE):
-    from livepuppet import config as cfgmod
-    from livepuppet.checkpoint import load_checkpoint
+    from livepuppet.fomm import config as cfgmod
+    from livepuppet.fomm.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(small.checkpoint("legacy"))
     return ckpt, cfgmod.infer(ckpt.generator, ckpt.kp_detector).with_frame_shape(size, size)
 
 
 def test_failed_convert_leaves_no_folder(small: SmallModels, tmp_path: Path) -> None:
-    from livepuppet.export import build
+    from livepuppet.conversion.export import build
 
     ckpt, cfg = _load_small(small)
     out = tmp_path / "models" / "small"
@@ -287,7 +287,7 @@ def test_interrupted_cli_convert_leaves_no_folder(small: SmallModels, tmp_path: 
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Ctrl-C after the first model: exit 130, nothing at --out, no temporary folder."""
-    from livepuppet import export
+    from livepuppet.conversion import export
 
     real_build = export.build
     hook, built = _fail_after(1, KeyboardInterrupt)
@@ -307,8 +307,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path) -> None:
-    from livepuppet.engines import open_engine
-    from livepuppet.export import build
+    from livepuppet.runtime.engines import open_engine
+    from livepuppet.conversion.export import build
 
     out = tmp_path / "model"
     shutil.copytree(small.model("legacy-fp32-b1"), out)
@@ -325,7 +325,7 @@ def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path
 
 def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """_replace on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
-    from livepuppet import export
+    from livepuppet.conversion import export
 
     def folder(name: str, marker: str) -> Path:
         path = tmp_path / name
@@ -444,7 +444,7 @@ def test_convert_errors_are_one_line(small: SmallModels, tmp_path: Path, case: s
 
 
 def test_existing_model_folder_is_an_accepted_destination(small: SmallModels, tmp_path: Path) -> None:
-    from livepuppet.export import check_destination
+    from livepuppet.conversion.export import check_destination
 
     check_destination(small.model("legacy-fp32-b1"))
     check_destination(tmp_path / "new" / "deeper" / "model")
@@ -492,7 +492,7 @@ VOX_FRAMES = 3
 @pytest.fixture(scope="session")
 def vox_fp32(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A random-weight vox-256 checkpoint converted at fp32 (batch 1), and PyTorch's results on a short video."""
-    from livepuppet.commands import convert_checkpoint
+    from livepuppet.commands.convert import convert_checkpoint
     from tests.reference import normalize_kp
 
     root = tmp_path_factory.mktemp("vox")
@@ -531,8 +531,8 @@ def test_vox256_fp32_matches_pytorch(vox_fp32: dict, engine: str) -> None:
     a few pixels of the animation at 1e-4 to 2e-4 on the TFLite engine (measured: max 5.8e-5 on
     these 3 frames, 1.2e-4 to 2.1e-4 on 4 frames in benchmarks/convert_vox.py; mean ~2e-6).
     """
-    from livepuppet.engines import Keypoints, SourceData, open_engine
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.runtime.engines import Keypoints, SourceData, open_engine
+    from livepuppet.runtime.pipeline import Pipeline
 
     v = vox_fp32
     manifest = json.loads((v["folder"] / "manifest.json").read_text())
@@ -602,9 +602,9 @@ def test_vox256_bf16_error_and_auto_keeps_to_the_budget(vox_fp32: dict) -> None:
     """OpenVINO at the CPU's reduced precision against the fp32 TFLite engine, on a real face; auto's pick
     for this folder stays within the budget whatever bf16 does. On a CPU without bf16 the reduced
     precision is fp32 itself; the CPU-forcing tests in test_openvino.py cover the choice."""
-    from livepuppet.engines import auto, open_engine
-    from livepuppet.engines.openvino import default_precision
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.runtime.engines import auto, open_engine
+    from livepuppet.runtime.engines.openvino import default_precision
+    from livepuppet.runtime.pipeline import Pipeline
 
     source, driving = _astronaut_clip(4)
     results = {}

@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from livepuppet import paths
-from livepuppet.download import download, ensure_checkpoint
+from livepuppet.hub.download import download, ensure_checkpoint
 from livepuppet.errors import DownloadError, LivepuppetError
-from livepuppet.registry import (
+from livepuppet.hub.registry import (
     BUILTIN_MODELS,
     DEFAULT_MODEL,
     ModelEntry,

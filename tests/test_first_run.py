@@ -28,17 +28,11 @@ import pytest
 import yaml
 
 from livepuppet import cli
-from livepuppet.manifest import MANIFEST
+from livepuppet.modelfolder.manifest import MANIFEST
 from tests.test_download import serving  # the local server with Range support
 
 CKPT = "small-cpk.pth.tar"
 MODEL_FOLDER = "small-cpk"  # models/<checkpoint name without .pth.tar>
-
-needs_live_command = pytest.mark.skipif(
-    importlib.util.find_spec("livepuppet.live.command") is None,
-    reason="pending: livepuppet.live.command (the `run` subcommand) is not written yet",
-)
-
 
 # --------------------------------------------------------------------------
 # fixtures
@@ -195,7 +189,6 @@ def face_and_clip(tmp_path) -> tuple[Path, Path]:
     return face, clip
 
 
-@needs_live_command
 def test_first_run_downloads_converts_and_runs(env, server, checkpoint_bytes, face_and_clip, tmp_path):
     from livepuppet.media import probe_video
 
@@ -224,7 +217,6 @@ def test_first_run_downloads_converts_and_runs(env, server, checkpoint_bytes, fa
     assert probe_video(out)["frame_count"] == 2
 
 
-@needs_live_command
 def test_run_without_yes_and_without_a_terminal_refuses(env, server, face_and_clip):
     face, clip = face_and_clip
     env.write_registry([f"{server.base}/ok/{CKPT}"])
@@ -242,7 +234,7 @@ def test_run_without_yes_and_without_a_terminal_refuses(env, server, face_and_cl
                                                   (None, "vox-adv-cpk.pth.tar", "about 228 MB")])
 def test_download_question_gives_the_entry_size(env, monkeypatch, size, filename, said):
     """The first-run question gives the entry's size, the published file's approximate one, or none."""
-    from livepuppet import commands
+    from livepuppet.commands import default_model as commands
     from livepuppet.errors import LivepuppetError
 
     env.write_registry(["http://127.0.0.1:9/unused"])
@@ -259,7 +251,6 @@ def test_download_question_gives_the_entry_size(env, monkeypatch, size, filename
     assert question == f"The default model ({filename}{', ' + said if said else ''}) is not here. Download it now?"
 
 
-@needs_live_command
 def test_run_offline_says_where_to_get_the_file(env, server, face_and_clip):
     face, clip = face_and_clip
     refused = f"http://127.0.0.1:{_closed_port()}/{CKPT}"
@@ -281,7 +272,7 @@ def test_run_offline_says_where_to_get_the_file(env, server, face_and_clip):
 
 
 def test_doctor_reports_this_machine(env, tmp_path, capsys):
-    from livepuppet.config import ModelConfig
+    from livepuppet.fomm.config import ModelConfig
 
     model = env.home / "models" / MODEL_FOLDER
     model.mkdir(parents=True)

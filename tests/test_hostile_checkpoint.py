@@ -20,9 +20,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepuppet import checkpoint as ckmod  # noqa: E402
+from livepuppet.fomm import checkpoint as ckmod  # noqa: E402
 from livepuppet import cli  # noqa: E402
-from livepuppet.checkpoint import load_checkpoint  # noqa: E402
+from livepuppet.fomm.checkpoint import load_checkpoint  # noqa: E402
 from livepuppet.errors import CheckpointError  # noqa: E402
 
 PEAK_LIMIT = 64 << 20  # bytes Python and numpy may hold while refusing a hostile file

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import pytest
 
 from livepuppet import cli
-from livepuppet.engines import open_engine
+from livepuppet.runtime.engines import open_engine
 from livepuppet.errors import ModelFolderError
-from livepuppet.manifest import read_manifest
+from livepuppet.modelfolder.manifest import read_manifest
 from tests.test_convert import SmallModels, shared_small_models
 
 

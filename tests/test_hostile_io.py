@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from livepuppet import cli, media
-from livepuppet.download import download
+from livepuppet.hub.download import download
 from livepuppet.errors import DownloadError, MediaError
-from livepuppet.registry import ModelEntry
+from livepuppet.hub.registry import ModelEntry
 from tests.test_download import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 @pytest.mark.parametrize("size", [len(PAYLOAD), None], ids=["size-known", "size-unknown"])
 def test_endless_body_is_cut_at_the_files_size(server, tmp_path: Path, monkeypatch, size) -> None:
-    monkeypatch.setattr("livepuppet.download.MAX_UNKNOWN_SIZE", 1 << 20)
+    monkeypatch.setattr("livepuppet.hub.download.MAX_UNKNOWN_SIZE", 1 << 20)
     with pytest.raises(DownloadError) as info:
         download(_entry(f"{server.base}/endless/{FILENAME}", size), tmp_path, progress=False)
     assert "more than the" in _one_line(info)
@@ -182,9 +182,9 @@ def _child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_download_on_a_full_disk_is_one_line(server, tmp_path: Path) -> None:
     code = """
-    from livepuppet.download import download
+    from livepuppet.hub.download import download
     from livepuppet.errors import DownloadError
-    from livepuppet.registry import ModelEntry
+    from livepuppet.hub.registry import ModelEntry
     entry = ModelEntry(name="t", filename="m.pth", preset="vox-adv", urls=(sys.argv[1],), md5=None, sha256=None,
                        size=None)
     try:

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from livepuppet import cli, media, paths
-from livepuppet.checkpoint import Checkpoint, check_finite
+from livepuppet.fomm.checkpoint import Checkpoint, check_finite
 from livepuppet.errors import CheckpointError, MediaError
-from livepuppet.pipeline import HISTORY_LENGTH, Pipeline, degenerate_hull
+from livepuppet.runtime.pipeline import HISTORY_LENGTH, Pipeline, degenerate_hull
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -123,7 +123,7 @@ def test_convert_of_nan_weights_exits_2_naming_the_tensor(tmp_path: Path, capsys
 
 def test_degenerate_hull_gives_scale_one() -> None:
     tf = pytest.importorskip("tensorflow")
-    from livepuppet.model.kp_processing import movement_scale
+    from livepuppet.fomm.modules.kp_processing import movement_scale
 
     line = np.stack([np.linspace(-0.5, 0.5, 5), np.linspace(-0.2, 0.2, 5)], -1)[None].astype(np.float32)
     square = np.array([[[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [0, 0]]], np.float32)
@@ -190,7 +190,7 @@ def test_pipeline_history_is_bounded() -> None:
 
 
 def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
-    export = pytest.importorskip("livepuppet.export")
+    export = pytest.importorskip("livepuppet.conversion.export")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     out = tmp_path / "model"
     stale = tmp_path / f".model.partial-{int(dead.stdout)}-abcdef"
@@ -208,7 +208,7 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision,error", [("fp16", float("nan")), ("int8", 5.0), ("fp16", 0.5)])
 def test_broken_reduced_precision_model_is_not_written(precision: str, error: float) -> None:
-    export = pytest.importorskip("livepuppet.export")
+    export = pytest.importorskip("livepuppet.conversion.export")
     errors = [("generator", 1e-6, error)]
     with pytest.raises(export.VerificationError, match=f"the {precision} generator"):
         export._check_errors(errors, precision)
@@ -232,7 +232,7 @@ def test_live_and_animate_round_frames_alike() -> None:
 
 def test_tensorflow_start_up_is_quiet(tmp_path: Path) -> None:
     """In a fresh process (TensorFlow not yet imported): no absl, cuInit or oneDNN lines reach stderr."""
-    code = ("from livepuppet.tfquiet import import_tensorflow\n"
+    code = ("from livepuppet.quiet import import_tensorflow\n"
             "tf = import_tensorflow()\n"
             "print(float(tf.reduce_sum(tf.ones([3]))))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

@@ -676,7 +676,7 @@ def test_keys_at_a_high_rate_each_take_effect_once_and_polls_stay_fast():
 
 
 def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
-    from livepuppet.portrait import frame_portrait
+    from livepuppet.live.portrait import frame_portrait
     from tests.test_portrait import wide_scene
 
     make_clip(tmp_path / "clip.avi", 6)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from livepuppet.engines.tflite import release_file_pages
+from livepuppet.runtime.engines.tflite import release_file_pages
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on /proc/self/maps is Linux only")
@@ -43,8 +43,8 @@ def _resident_kb(path) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on /proc/self/maps is Linux only")
 def test_opened_engine_keeps_no_model_file_resident(tmp_path_factory):
     """Each model is packed by XNNPACK when the engine opens, and its file's pages are dropped right after."""
-    from livepuppet.engines import open_engine
-    from livepuppet.manifest import MODEL_NAMES
+    from livepuppet.runtime.engines import open_engine
+    from livepuppet.modelfolder.manifest import MODEL_NAMES
     from tests.test_convert import shared_small_models
 
     small = shared_small_models(tmp_path_factory)

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from ai_edge_litert.interpreter import Interpreter
 from scipy.spatial import ConvexHull
 
-from livepuppet import config
-from livepuppet.model import FOMM, ops
+from livepuppet.fomm import config
+from livepuppet.fomm.modules import FOMM, ops
 from tests.reference import (
     SMALL_PARAMS, VOX_PARAMS, build_models, normalize_kp, random_frames, randomize_, small_params, to_torch_nchw,
 )

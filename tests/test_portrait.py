@@ -8,7 +8,7 @@ import pytest
 from skimage.data import astronaut
 
 from livepuppet.media import fit_frame, to_uint8
-from livepuppet.portrait import MAX_SIZE, frame_portrait
+from livepuppet.live.portrait import MAX_SIZE, frame_portrait
 
 SIZE = (64, 64)
 

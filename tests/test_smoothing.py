@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from livepuppet.engines import Keypoints
-from livepuppet.faces import BlazeFace, blazeface_path
-from livepuppet.smoothing import DEFAULT_STRENGTH, KeypointSmoother
+from livepuppet.runtime.engines import Keypoints
+from livepuppet.live.faces import BlazeFace, blazeface_path
+from livepuppet.runtime.smoothing import DEFAULT_STRENGTH, KeypointSmoother
 
 STILL, MOVED = 80, 25  # frames before and after the step
 STEP_PX = 24           # the sudden head movement, in pixels of a 256x256 frame

@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from livepuppet.cli import main
-from livepuppet.engines import open_engine
+from livepuppet.runtime.engines import open_engine
 from livepuppet.media import to_uint8
-from livepuppet.pipeline import Pipeline
-from livepuppet.web import STATIC, make_server
+from livepuppet.runtime.pipeline import Pipeline
+from livepuppet.web.site import STATIC, make_server
 from tests import browser
 from tests.test_convert import SmallModels, shared_small_models
 

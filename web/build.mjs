@@ -1,5 +1,5 @@
 // Copies the LiteRT.js runtime out of node_modules into the Python package
-// (livepuppet/web_static/vendor/), so that `pip install` users need no npm.
+// (livepuppet/web/static/vendor/), so that `pip install` users need no npm.
 // The WebAssembly builds are stored gzip-compressed (about 3.3x smaller);
 // `livepuppet web` serves them with Content-Encoding: gzip and
 // `livepuppet web --export` writes them out plain, for any static host.
@@ -12,7 +12,7 @@ import {gzipSync} from 'node:zlib';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const modules = join(here, 'node_modules', '@litertjs');
-const out = join(here, '..', 'livepuppet', 'web_static', 'vendor');
+const out = join(here, '..', 'livepuppet', 'web', 'static', 'vendor');
 
 // Relaxed-SIMD single-thread, relaxed-SIMD threaded, the plain-SIMD build for browsers without
 // relaxed SIMD, and the JSPI build: the page's WebGPU path, since a graph that WebGPU takes only in

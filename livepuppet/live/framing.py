@@ -24,7 +24,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from livepuppet.faces import Face, FaceDetector, face_detector
+from livepuppet.live.faces import Face, FaceDetector, face_detector
 
 
 class Box(NamedTuple):

@@ -46,11 +46,11 @@ from livepuppet.live.framing import Box, FaceFramer
 from livepuppet.live.keys import help_lines
 from livepuppet.live.outlet import Outlet
 from livepuppet.live.sinks import PreviewView, to_uint8
-from livepuppet.portrait import Portrait
+from livepuppet.live.portrait import Portrait
 
 
 class Animator(Protocol):
-    """The model side, as the live loop sees it (implemented by livepuppet.pipeline.Pipeline)."""
+    """The model side, as the live loop sees it (implemented by livepuppet.runtime.pipeline.Pipeline)."""
 
     frame_size: tuple[int, int]  # (h, w) the model wants
     relative: bool

@@ -1,0 +1,80 @@
+"""``livepuppet convert``: an original checkpoint, read and checked, into a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from livepuppet.paths import models_dir
+
+console = Console(stderr=True)
+
+
+def model_name(checkpoint: Path) -> str:
+    """'vox-adv-cpk.pth.tar' -> 'vox-adv-cpk': the default model folder name."""
+    name = checkpoint.name
+    for suffix in (".tar", ".pth", ".pt", ".ckpt"):
+        name = name.removesuffix(suffix)
+    return name or "model"
+
+
+def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
+                       precision: str = "fp32", batch: int | None = 1,
+                       size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False,
+                       fast: bool = False) -> Path:
+    """Read, check and convert a checkpoint; returns the model folder.
+
+    ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
+    checkpoint, read the architecture off the checkpoint instead of failing,
+    keeping the config's frame size when it has one (first runs: a registry
+    entry's preset names the published model, a mirror may hold another one).
+    """
+    from livepuppet.fomm import config as cfgmod
+    from livepuppet.fomm.checkpoint import check_finite, load_checkpoint
+    from livepuppet.errors import ConfigError
+
+    start = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint)
+    check_finite(ckpt)
+    try:
+        cfg = cfgmod.resolve(config, (ckpt.generator, ckpt.kp_detector))
+        cfgmod.validate(cfg, ckpt.generator, ckpt.kp_detector, source=str(checkpoint))
+    except ConfigError:
+        if config is None or not infer_on_mismatch:
+            raise
+        try:
+            shape = cfgmod.resolve(config).frame_shape
+        except ConfigError:
+            shape = None
+        cfg = cfgmod.infer(ckpt.generator, ckpt.kp_detector)
+        if shape is not None:
+            cfg = cfg.with_frame_shape(*shape)
+        console.print(f"{checkpoint.name} does not match the {config!r} config; "
+                      "using the architecture read off the checkpoint")
+    if size is not None:
+        cfg = cfg.with_frame_shape(size[1], size[0])
+    cfg.validate_frame_shape()
+    out = out or models_dir() / model_name(checkpoint)
+    from livepuppet.conversion.export import build, check_destination
+
+    check_destination(out)
+    console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
+                  f"{precision}, batch {batch if batch else 'dynamic'}")
+    build(ckpt, cfg, out, precision=precision, batch=batch, console=console, fast=fast)
+    console.print(f"total {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def convert(args: argparse.Namespace) -> int:
+    out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
+                             fast=getattr(args, "fast", False))
+    if getattr(args, "web", None):
+        from livepuppet.web.site import export
+
+        console.print(f"[green]web page written to {export(out, args.web)}[/]")
+    return 0
+
+

@@ -1,0 +1,30 @@
+"""TensorFlow, imported without its start-up chatter.
+
+TensorFlow's C++ side logs through absl straight to file descriptor 2 at import
+and at its first device query ("oneDNN custom operations are on", "Could not
+find cuda drivers", "failed call to cuInit ... UNKNOWN ERROR (303)");
+``TF_CPP_MIN_LOG_LEVEL`` no longer stops all of it. None of it is for users:
+a real failure still reaches Python as an exception with its message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+
+def import_tensorflow() -> ModuleType:
+    """Import TensorFlow (once) with descriptor 2 silenced for the import and the GPU probe."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    from livepuppet.runtime.engines.tflite import native_stderr_silenced  # the one fd-2 silencer; imports no TensorFlow
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here, not in the user's first op
+        tf.constant(0.0) + 0.0  # and the rest of the lazy device set-up
+    tf.get_logger().setLevel("ERROR")
+    return tf
