@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from livepuppet import __version__
 from livepuppet.errors import LivepuppetError, bounded_lines, from_library_io_error, from_os_error, one_line
+from livepuppet.runtime.plan import ENGINES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
@@ -42,6 +43,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _targets(text: str) -> tuple[str, ...]:
+    from livepuppet.errors import LivepuppetError
+
+    from livepuppet.conversion.targets import resolve_targets
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    try:
+        resolve_targets(names)
+    except LivepuppetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
 def _batch(text: str) -> int | None:
     """A positive batch size, or 'dynamic' (None)."""
     return None if text == "dynamic" else _positive(text)
@@ -49,7 +63,7 @@ def _batch(text: str) -> int | None:
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
-    p.add_argument("--engine", choices=("auto", "tflite", "openvino", "savedmodel"), default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: the fastest here within 3 levels of fp32, measured once per model and machine "
                         "(default); tflite: LiteRT; openvino: OpenVINO, bf16 where the CPU has it; "
                         "savedmodel: TensorFlow, on a GPU if it sees one")
@@ -100,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 2 levels per pixel off (the keypoint detector stays fp32)")
     p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
+    p.add_argument("--targets", type=_targets, default=("tflite", "openvino"),
+                   help="what to write, comma-separated: tflite (LiteRT; also read by OpenVINO), openvino (the "
+                        "plain-graph generator with bf16 weights, for AMX CPUs), savedmodel (TensorFlow, for its "
+                        "GPU path), int8 (see --fast); default tflite,openvino")
     p.add_argument("--fast", action="store_true",
                    help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
     p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")

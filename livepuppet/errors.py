@@ -56,8 +56,9 @@ def from_os_error(exc: OSError) -> LivepuppetError:
     import errno
 
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return LivepuppetError(f"the disk is full{where}; free some space and try again (nothing was replaced)")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return LivepuppetError(f"the disk is full (or a file-size limit was reached){where}; free some space and "
+                               "try again (nothing was replaced)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return LivepuppetError(f"no permission to write or read{where}: {exc.strerror}; choose another path")
     return LivepuppetError(f"an I/O operation failed{where}: {exc.strerror or exc}")

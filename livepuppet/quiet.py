@@ -1,4 +1,4 @@
-"""TensorFlow, imported without its start-up chatter.
+"""Libraries imported and run without their log noise: users never see it.
 
 TensorFlow's C++ side logs through absl straight to file descriptor 2 at import
 and at its first device query ("oneDNN custom operations are on", "Could not
@@ -9,17 +9,17 @@ a real failure still reaches Python as an exception with its message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from types import ModuleType
+from typing import Iterator
 
 
 def import_tensorflow() -> ModuleType:
     """Import TensorFlow (once) with descriptor 2 silenced for the import and the GPU probe."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    from livepuppet.runtime.engines.tflite import native_stderr_silenced  # the one fd-2 silencer; imports no TensorFlow
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_stderr_silenced():
         import tensorflow as tf
@@ -28,3 +28,26 @@ def import_tensorflow() -> ModuleType:
         tf.constant(0.0) + 0.0  # and the rest of the lazy device set-up
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what C++ code writes to stderr (file descriptor 2) to the null device meanwhile.
+
+    LiteRT logs its delegate set-up there, past Python's ``sys.stderr``; errors
+    still reach Python as exceptions, with their message.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepuppet.runtime.engines import Engine, Keypoints, SourceData, open_engine
+from livepuppet.conversion.targets.tflite import stored_precision
 from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.conversion.export import model_precision
-from livepuppet.modelfolder.manifest import MODEL_NAMES, read_manifest
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import NETWORKS as MODEL_NAMES
+from livepuppet.runtime.choose import open_engine
+from livepuppet.runtime.engines import Engine, Keypoints, SourceData
 from livepuppet.runtime.pipeline import Pipeline
 from tests.test_convert import MATRIX, SIZE, SmallModels, shared_small_models
 
@@ -106,9 +108,9 @@ def test_reduced_precision_against_fp32(small: SmallModels, precision_key: str) 
     kp_err = float(np.abs(kp.value - kp32.value).max())
     print(f"{precision} keypoints vs fp32: max abs {kp_err:.2e}")
     assert kp_err <= REDUCED_TOLERANCE[precision]["keypoints"]
-    models = json.loads((small.model(precision_key) / "manifest.json").read_text())["models"]
-    stored = {m: models[m]["precision"] for m in MODEL_NAMES}
-    assert stored == {m: model_precision(m, precision) for m in MODEL_NAMES}
+    model = read_folder(small.model(precision_key))
+    stored = {m: model.find(m, "tflite").precision for m in MODEL_NAMES}
+    assert stored == {m: stored_precision(m, precision) for m in MODEL_NAMES}
 
 
 # --------------------------------------------------------------------------- static batches
@@ -204,13 +206,13 @@ def _bad_folder(case: str, small: SmallModels, tmp: Path) -> tuple[Path, str]:
         manifest.write_text(json.dumps(data))
         return folder, "format 99"
     if case == "damaged-manifest":
-        manifest.write_text('{"format": 1, "models": ')
+        manifest.write_text('{"format": 2, "variants": ')
         return folder, "damaged"
     if case == "incomplete-manifest":
         data = json.loads(manifest.read_text())
-        del data["models"]["generator"]
+        del data["signatures"]["generator"]
         manifest.write_text(json.dumps(data))
-        return folder, "lacks the generator"
+        return folder, "signatures.generator is missing"
     if case == "missing-tflite":
         (folder / "generator.tflite").unlink()
         return folder, "generator"
@@ -218,7 +220,7 @@ def _bad_folder(case: str, small: SmallModels, tmp: Path) -> tuple[Path, str]:
         (folder / "generator.tflite").write_bytes(b"\0" * 64)
         return folder, "generator"
     if case == "missing-savedmodel":
-        shutil.rmtree(folder / "generator")
+        shutil.rmtree(folder / "savedmodel" / "generator")
         return folder, "generator"
     raise AssertionError(case)
 
@@ -236,7 +238,7 @@ def test_not_a_model_folder(small: SmallModels, tmp_path: Path, case: str, engin
     print(f"\n{case}/{engine}: {message}")
     assert word in message and str(folder) in message and "\n" not in message
     if case == "other-format":
-        assert "9.0" in message and "format 1" in message and "convert" in message
+        assert "9.0" in message and "format 2" in message and "convert" in message
 
 
 @pytest.mark.parametrize("case,engine", [("missing-tflite", "tflite"), ("corrupt-tflite", "tflite"),
@@ -251,14 +253,14 @@ def test_damaged_model_files(small: SmallModels, tmp_path: Path, case: str, engi
 
 def test_unknown_engine(small: SmallModels) -> None:
     with pytest.raises(LivepuppetError, match="unknown engine"):
-        open_engine(small.model("legacy-fp32-b1"), "onnx")
+        open_engine(small.model("legacy-fp32-b1"), "no-such-engine")
 
 
-def test_manifest_reader(small: SmallModels) -> None:
-    manifest = read_manifest(small.model("legacy-fp16-dynamic"))
-    assert manifest.frame_size == (SIZE, SIZE) and manifest.num_kp == 5
-    assert manifest.batch is None and manifest.precision == "fp16"
-    assert manifest.path("generator", "tflite").is_file()
+def test_folder_reader(small: SmallModels) -> None:
+    model = read_folder(small.model("legacy-fp16-dynamic"))
+    assert model.frame_size == (SIZE, SIZE) and model.num_kp == 5
+    assert model.batch is None and model.find("generator", "tflite").precision == "fp16"
+    assert model.file(model.find("generator", "tflite")).is_file()
 
 
 # --------------------------------------------------------------------------- LiteRT without TensorFlow
@@ -280,7 +282,7 @@ NO_TF_SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, NoTensorFlow())
     import numpy as np
-    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
 
     folder, work = Path(sys.argv[1]), Path(sys.argv[2])

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from livepuppet import cli
-from livepuppet.modelfolder.manifest import MANIFEST
+from livepuppet.modelfolder.schema import MANIFEST
 from tests.test_download import serving  # the local server with Range support
 
 CKPT = "small-cpk.pth.tar"
@@ -274,14 +274,18 @@ def test_run_offline_says_where_to_get_the_file(env, server, face_and_clip):
 def test_doctor_reports_this_machine(env, tmp_path, capsys):
     from livepuppet.fomm.config import ModelConfig
 
+    from livepuppet.modelfolder.schema import ModelFolder, Signature, StoredFile, Tensor, Variant, to_json
+
     model = env.home / "models" / MODEL_FOLDER
     model.mkdir(parents=True)
-    (model / MANIFEST).write_text(json.dumps({
-        "format": 1, "precision": "fp16", "batch": 1,
-        "config": ModelConfig(num_kp=5).with_frame_shape(128, 128).to_dict(),  # a size the vox layout takes
-        "models": {name: {"tflite": f"{name}.tflite", "savedmodel": name}
-                   for name in ("kp_detector", "source_encoder", "kp_processing", "generator")},
-    }))
+    variants = []
+    for name in ("kp_detector", "source_encoder", "kp_processing", "generator"):
+        (model / f"{name}.tflite").write_bytes(b"x" * 1000)
+        variants.append(Variant(name, "tflite", "xnnpack", "fp16", (StoredFile(f"{name}.tflite", 1000, ""),)))
+    signatures = {name: Signature((Tensor("image", (1, 128, 128, 3)),), ()) for name in
+                  ("kp_detector", "source_encoder", "kp_processing", "generator")}
+    (model / MANIFEST).write_text(to_json(ModelFolder(model, ModelConfig(num_kp=5).with_frame_shape(128, 128), 1,
+                                                      signatures, tuple(variants))))
     (env.home / "models" / "broken").mkdir()
     (env.home / "models" / "broken" / MANIFEST).write_text("{not json")
     env.checkpoint_dir.mkdir(parents=True)
@@ -298,7 +302,7 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     assert "devices CPU" in out.split("│ OpenVINO ")[1].splitlines()[0]
     assert "$LIVEPUPPET_HOME)" in out.split("│ data folders ")[1].splitlines()[0]
     assert "Traceback" not in out
-    assert f"{MODEL_FOLDER} (default): fp16, 128x128, batch 1, 5 keypoints" in out
+    assert f"{MODEL_FOLDER} (default): 128x128, batch 1, 5 keypoints; tflite; 0 MB" in out
     assert "broken: unusable" in out
     assert f"{CKPT} (default): 0.3 MB" in out
     assert "unfinished download" in out

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from livepuppet.cli import main
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
 from livepuppet.media import to_uint8
 from livepuppet.runtime.pipeline import Pipeline
 from livepuppet.web.site import STATIC, make_server

@@ -126,8 +126,8 @@ def animate(pipeline: Pipeline, frames: Iterable[np.ndarray],
 
 def run(args: argparse.Namespace) -> int:
     from livepuppet.commands.default_model import resolve_model
-    from livepuppet.runtime.engines import open_from_args
-    from livepuppet.modelfolder.manifest import read_manifest
+    from livepuppet.runtime.choose import open_engine
+    from livepuppet.modelfolder.read import read_folder
 
     console = Console(stderr=True)
     # Cheap checks first, so a typo never waits for a model to load (or be converted).
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     driving = open_frames(args.driving)
     try:
         folder = resolve_model(args.model)
-        size = read_manifest(folder).frame_size
+        size = read_folder(folder).frame_size
         portrait, notice = frame_portrait(source_image, size, args.paste_back)
         source = portrait.crop
         if notice:
@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with writer, _progress(console) as progress:
-            engine = open_from_args(folder, args)
+            engine = open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast,
+                                     device=args.device)
             pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                                 smoothing=args.smoothing, rate=driving.fps or 25.0)
             pipeline.set_source(source)

@@ -24,7 +24,7 @@ def model_name(checkpoint: Path) -> str:
 def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
                        precision: str = "fp32", batch: int | None = 1,
                        size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False,
-                       fast: bool = False) -> Path:
+                       targets: tuple[str, ...] | None = None, numerics: str = "original") -> Path:
     """Read, check and convert a checkpoint; returns the model folder.
 
     ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
@@ -59,18 +59,21 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     cfg.validate_frame_shape()
     out = out or models_dir() / model_name(checkpoint)
     from livepuppet.conversion.export import build, check_destination
+    from livepuppet.conversion.targets import DEFAULT_TARGETS
 
     check_destination(out)
     console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
                   f"{precision}, batch {batch if batch else 'dynamic'}")
-    build(ckpt, cfg, out, precision=precision, batch=batch, console=console, fast=fast)
+    build(ckpt, cfg, out, targets=targets or DEFAULT_TARGETS, precision=precision, batch=batch,
+          numerics=numerics, console=console)
     console.print(f"total {time.perf_counter() - start:.1f} s")
     return out
 
 
 def convert(args: argparse.Namespace) -> int:
+    targets = tuple(args.targets) + (("int8",) if args.fast else ())
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
-                             fast=getattr(args, "fast", False))
+                             targets=targets)
     if getattr(args, "web", None):
         from livepuppet.web.site import export
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from livepuppet.commands.convert import convert_checkpoint, model_name
 from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.modelfolder.manifest import MANIFEST
+from livepuppet.modelfolder.schema import MANIFEST
 from livepuppet.paths import checkpoint_dir, find_checkpoint, models_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +23,15 @@ def default_model_folder() -> Path:
     from livepuppet.hub.registry import get_entry
 
     return models_dir() / model_name(Path(get_entry().filename))
+
+
+def converted_default_model() -> Path | None:
+    """The default model's folder if it has been converted here, else None (nothing is downloaded)."""
+    try:
+        folder = default_model_folder()
+    except LivepuppetError:  # a broken registry file: no default model
+        return None
+    return folder if (folder / MANIFEST).is_file() else None
 
 
 def _size_text(entry: ModelEntry) -> str:

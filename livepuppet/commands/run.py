@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
     images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
     from livepuppet.commands.default_model import resolve_model
-    from livepuppet.runtime.engines import open_from_args
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
     from livepuppet.live.capture import open_camera
     from livepuppet.live.framing import FaceFramer
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(vcam)
             console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
         model = resolve_model(args.model, download_ok=True, yes=args.yes)
-        engine = open_from_args(model, args)
+        engine = open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
         sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
         capture = open_camera(args.camera, args.camera_size)
         stack.callback(capture.release)

@@ -82,8 +82,30 @@ class ModelConfig:
             },
         }
 
+    def check_ranges(self) -> None:
+        """Refuse hyper-parameters outside what any FOMM could use, before anything is sized from them.
+
+        Block counts are exponents (channels and sizes double per level), so an
+        unchecked count from a crafted file would size tensors of terabytes."""
+        kp, gen, dm = self.kp_detector, self.generator, self.generator.dense_motion
+        bounds = [("num_kp", self.num_kp, 1, 64), ("num_channels", self.num_channels, 1, 4),
+                  ("frame height", self.frame_shape[0], 16, 4096), ("frame width", self.frame_shape[1], 16, 4096),
+                  ("kp_detector pad", kp.pad, 0, 3), ("num_down_blocks", gen.num_down_blocks, 0, 5),
+                  ("num_bottleneck_blocks", gen.num_bottleneck_blocks, 0, 32)]
+        for part, cfg in (("kp_detector", kp), ("dense_motion", dm)):
+            bounds += [(f"{part} num_blocks", cfg.num_blocks, 1, 8),
+                       (f"{part} block_expansion", cfg.block_expansion, 1, 1024),
+                       (f"{part} max_features", cfg.max_features, 1, 8192),
+                       (f"{part} scale_factor", cfg.scale_factor, 1 / 16, 1.0)]
+        bounds += [("generator block_expansion", gen.block_expansion, 1, 1024),
+                   ("generator max_features", gen.max_features, 1, 8192), ("temperature", kp.temperature, 1e-4, 100.0)]
+        for name, value, low, high in bounds:
+            if not low <= value <= high:
+                raise ConfigError(f"{name} {value} is out of range ({low:g} to {high:g})")
+
     def validate_frame_shape(self) -> None:
         """Refuse frame sizes the hourglasses cannot take (each level halves the size)."""
+        self.check_ranges()
         h, w = self.frame_shape
         kp, dm = self.kp_detector, self.generator.dense_motion
         need = [
@@ -141,8 +163,8 @@ def from_dict(doc: Mapping[str, Any], source: str = "config") -> ModelConfig:
             generator=_fill(GeneratorConfig, gen, dense_motion=_fill(DenseMotionConfig, dense)),
             frame_shape=(int(shape[0]), int(shape[1])),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{source} has a missing or malformed entry: {exc}") from None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{source} has a missing or malformed entry: {str(exc)[:100]}") from None
 
 
 def _fill(cls: type, values: Mapping[str, Any], **extra: Any) -> Any:

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest, read_manifest
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import NETWORKS, ModelFolder, Variant
 
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
@@ -38,24 +39,31 @@ ISOLATION_HEADERS = {
 HEADERS_FILE = "/*\n" + "".join(f"  {k}: {v}\n" for k, v in ISOLATION_HEADERS.items())
 
 
-def web_manifest(manifest: Manifest) -> dict[str, Any]:
+def page_variants(folder: ModelFolder) -> dict[str, Variant]:
+    """The ``.tflite`` file of each network the page runs: the browser graph where the folder has one."""
+    found = {name: folder.find(name, "litertjs") or folder.find(name, "tflite") for name in NETWORKS}
+    missing = [name for name, variant in found.items() if variant is None]
+    if missing:
+        raise ModelFolderError(f"{folder.path} has no .tflite files for {', '.join(missing)}; convert it with "
+                               "--targets tflite")
+    return found  # type: ignore[return-value]
+
+
+def web_manifest(folder: ModelFolder) -> dict[str, Any]:
     """What the page needs to know about a model folder: frame size, keypoints, file names."""
-    if manifest.batch != 1:  # LiteRT.js 2.5 runs fixed shapes only: no dynamic batch, one frame a call
-        batch = "a dynamic batch" if manifest.batch is None else f"a batch of {manifest.batch}"
-        raise ModelFolderError(f"{manifest.folder} has {batch}; the web page needs one frame per call: "
+    if folder.batch != 1:  # LiteRT.js 2.5 runs fixed shapes only: no dynamic batch, one frame a call
+        batch = "a dynamic batch" if folder.batch is None else f"a batch of {folder.batch}"
+        raise ModelFolderError(f"{folder.path} has {batch}; the web page needs one frame per call: "
                                "convert it with --batch 1")
-    h, w = manifest.frame_size
-    return {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
-            "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+    h, w = folder.frame_size
+    variants = page_variants(folder)
+    return {"frame_size": [h, w], "num_kp": folder.num_kp, "precision": variants["generator"].precision,
+            "batch": folder.batch, "models": {name: f"{name}.tflite" for name in NETWORKS}}
 
 
-def model_files(manifest: Manifest) -> dict[str, Path]:
+def model_files(folder: ModelFolder) -> dict[str, Path]:
     """URL name under model/ -> file in the model folder, for every file the page may fetch."""
-    files = {f"{name}.tflite": manifest.path(name, "tflite") for name in MODEL_NAMES}
-    for path in files.values():
-        if not path.is_file():
-            raise ModelFolderError(f"{path} is missing; convert the checkpoint again")
-    return files
+    return {f"{name}.tflite": folder.file(variant) for name, variant in page_variants(folder).items()}
 
 
 def runtime_files() -> dict[str, Path]:
@@ -120,7 +128,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
 def make_server(model: Path, port: int = 0) -> ThreadingHTTPServer:
     """A server for the page and ``model`` on 127.0.0.1:``port`` (0: any free port); not started."""
-    manifest = read_manifest(model)
+    manifest = read_folder(model)
     blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode()}
     files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
     handler = type("Handler", (_Handler,), {"files": files, "blobs": blobs})
@@ -138,14 +146,14 @@ def export(model: Path, out: Path) -> Path:
     Built beside ``out`` and renamed into place, so an existing export is only
     ever replaced by a finished one; anything else at ``out`` is refused.
     """
-    from livepuppet.conversion.export import _partial_folder, _replace
+    from livepuppet.atomic import partial_folder, replace_folder
 
-    manifest = read_manifest(model)
+    manifest = read_folder(model)
     files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
     if out.exists() and not (out / MODEL_PREFIX / WEB_MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise LivepuppetError(f"{out} exists and is not a livepuppet web export; choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_folder(out)
+    tmp = partial_folder(out)
     try:
         for name, path in files.items():
             dest = tmp / name
@@ -157,7 +165,7 @@ def export(model: Path, out: Path) -> Path:
                 shutil.copyfile(path, dest)
         (tmp / MODEL_PREFIX / WEB_MANIFEST).write_text(json.dumps(web_manifest(manifest), indent=1))
         (tmp / "_headers").write_text(HEADERS_FILE)
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise LivepuppetError(f"cannot write the web export to {out} ({exc.strerror}); "
