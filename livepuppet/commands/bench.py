@@ -41,7 +41,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from livepuppet import __version__
+from livepuppet import __version__, outputs
 from livepuppet.fomm import config as cfgmod
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.runtime.engines import Engine, open_engine
@@ -442,6 +442,8 @@ def run(args: argparse.Namespace) -> int:
     architecture when no ``--model`` is given (tests use a small one); the default is vox-256."""
     console = Console()
     err = Console(stderr=True)
+    json_path = getattr(args, "json", None)
+    outputs.check(json_path, [getattr(args, "model", None)])  # before a minute of work, not after
     engine = getattr(args, "engine", "auto") or "auto"
     threads = getattr(args, "threads", None)
     batch = getattr(args, "batch", 1) or 1
@@ -480,10 +482,9 @@ def run(args: argparse.Namespace) -> int:
     if rows:
         bench_engines.render(rows, console)
     render(result, console)
-    json_path = getattr(args, "json", None)
     if json_path is not None:
         try:
-            Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+            outputs.write_atomically(Path(json_path), json.dumps(result, indent=2) + "\n")
         except OSError as exc:
             raise LivepuppetError(f"cannot write {json_path}: {exc.strerror or exc}") from None
         err.print(f"results written to {json_path}")

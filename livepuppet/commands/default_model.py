@@ -25,6 +25,11 @@ def default_model_folder() -> Path:
     return models_dir() / model_name(Path(get_entry().filename))
 
 
+def model_folder(model: Path | None) -> Path:
+    """The folder a command will run: ``--model``, else the default one (which may not exist yet)."""
+    return model if model is not None else default_model_folder()
+
+
 def _size_text(entry: ModelEntry) -> str:
     """', 228 MB' from the entry's exact size, ', about 228 MB' for a known published file, else ''."""
     from livepuppet.hub.registry import APPROXIMATE_SIZES
