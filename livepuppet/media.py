@@ -259,6 +259,12 @@ def _frame_to_uint8_rgb(frame: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ffmpeg
 
 
+def _native(path: str | os.PathLike[str]) -> str:
+    """A path as ffmpeg and OpenCV must get it: absolute, so that a file named like a protocol
+    ('file:clip.mp4', 'concat:a|b') is read or written as that file, not as what the protocol names."""
+    return os.path.abspath(path)
+
+
 @functools.lru_cache(maxsize=1)
 def _ffmpeg_exe() -> str | None:
     """Locate an ffmpeg binary: imageio-ffmpeg's bundled one, else the PATH; None if neither."""
@@ -277,7 +283,7 @@ def _has_audio(path: Path) -> bool:
         return False
     try:
         result = subprocess.run(
-            [exe, "-hide_banner", "-nostdin", "-i", str(path)],
+            [exe, "-hide_banner", "-nostdin", "-i", _native(path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -382,7 +388,7 @@ class FrameSource:
         except OSError as exc:
             raise MediaError(f"cannot read video {self.path}: {exc.strerror or exc}; check its permissions") from None
         with _opencv_quiet():
-            capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            capture = cv2.VideoCapture(_native(self.path), cv2.CAP_FFMPEG)
             try:
                 check_frame_size(capture, self.path)  # before a frame of that size is decoded
             except MediaError:
@@ -476,7 +482,7 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
     if not p.is_file():
         raise MediaError(f"video not found: {p}; check the path")
     with _opencv_quiet():
-        capture = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(_native(p), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
             raise MediaError(f"cannot read video {p}: it is corrupt or in an unsupported format")
@@ -520,7 +526,7 @@ def frames_on_disk(path: Path) -> int:
             return int(probe_video(path)["frame_count"])
         except MediaError:
             return 0
-    cmd = [exe, "-hide_banner", "-nostdin", "-v", "quiet", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+    cmd = [exe, "-hide_banner", "-nostdin", "-v", "quiet", "-i", _native(path), "-map", "0:v:0", "-c", "copy",
            "-f", "framecrc", "-"]
     try:
         result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -717,7 +723,7 @@ class VideoWriter(_Writer):
         self._pad = (height % 2, width % 2)
         enc_w, enc_h = width + self._pad[1], height + self._pad[0]
         if self._exe is None:
-            writer = cv2.VideoWriter(str(self._work), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (enc_w, enc_h))
+            writer = cv2.VideoWriter(_native(self._work), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (enc_w, enc_h))
             if not writer.isOpened():
                 raise MediaError(
                     f"cannot write video {self.path}: OpenCV has no encoder for it; "
@@ -742,7 +748,7 @@ class VideoWriter(_Writer):
             cmd += ["-preset", "medium"]
             if mp4_like:
                 cmd += ["-movflags", "+faststart"]
-        cmd.append(str(self._work))
+        cmd.append(_native(self._work))
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(
@@ -886,12 +892,12 @@ class VideoWriter(_Writer):
         for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
             cmd = [
                 self._exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                "-i", str(self._work), "-i", str(self._audio),
+                "-i", _native(self._work), "-i", _native(self._audio),
                 "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *audio_codec, "-t", duration,
             ]  # fmt: skip
             if self.path.suffix.lower() in (".mp4", ".mov"):
                 cmd += ["-movflags", "+faststart"]
-            cmd.append(str(muxed))
+            cmd.append(_native(muxed))
             result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if result.returncode == 0:
                 os.replace(muxed, self._work)

@@ -177,3 +177,20 @@ def test_download_never_writes_over_the_registry_file(tmp_path: Path, monkeypatc
     monkeypatch.setenv("LIVEPUPPET_REGISTRY", str(registry))
     _refused(["download"], capsys, "is also an input")
     assert registry.read_bytes() == b"models: {}\n"
+
+
+def test_an_output_named_like_a_protocol_is_that_file(tmp_path: Path, monkeypatch) -> None:
+    """`--record file:clip.mp4` names a file called 'file:clip.mp4'; ffmpeg must not read it as clip.mp4."""
+    import numpy as np
+
+    from livepuppet import media
+
+    if media._ffmpeg_exe() is None:
+        pytest.skip("no ffmpeg binary (install imageio-ffmpeg)")
+    monkeypatch.chdir(tmp_path)
+    clip = _file(tmp_path / "clip.mp4")
+    outputs.check("file:clip.mp4", [clip])  # another file, as far as the rule is concerned: so it must be one
+    with media.VideoWriter(Path("file:clip.mp4"), 25, fragmented=True) as writer:
+        writer.write(np.zeros((32, 32, 3), np.float32))
+    assert clip.read_bytes() == PRECIOUS
+    assert media.frames_on_disk(tmp_path / "file:clip.mp4") == 1
