@@ -330,6 +330,7 @@ def _existing_recording(disk: Path) -> bytes:
 def _stopped(result: subprocess.CompletedProcess[str]) -> dict:
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     report = json.loads(result.stdout)
+    print(f"\n{report}")
     assert "\n" not in report["error"] and len(report["error"].split("(ffmpeg:")[0]) < 300, report
     return report
 
@@ -339,7 +340,6 @@ def test_full_disk_during_recording_keeps_what_was_recorded(tmp_path: Path) -> N
     disk = tmp_path / "disk"
     disk.mkdir()
     report = _stopped(_on_a_full_disk(_RECORD_UNTIL_FULL, disk, 200_000))
-    print(f"\n{report}")
     assert f"the {report['saved']} frames on disk are kept" in report["error"]
     assert 10 < report["saved"] <= report["handed"]
     assert media.frames_on_disk(disk / "rec.mp4") == media.probe_video(disk / "rec.mp4")["frame_count"] \
@@ -353,7 +353,6 @@ def test_full_disk_never_replaces_an_existing_recording(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     before = _existing_recording(disk)
     report = _stopped(_on_a_full_disk(_RECORD_UNTIL_FULL, disk, 200_000))
-    print(f"\n{report}")
     assert (disk / "rec.mp4").read_bytes() == before
     assert "rec.unfinished.mp4" in report["error"] and "is untouched" in report["error"]
     assert media.probe_video(disk / "rec.unfinished.mp4")["frame_count"] == report["saved"] > 10
@@ -365,7 +364,6 @@ def test_a_disk_too_full_for_one_frame_leaves_the_existing_recording(tmp_path: P
     disk = tmp_path / "disk"
     before = _existing_recording(disk)
     report = _stopped(_on_a_full_disk(_RECORD_UNTIL_FULL, disk, 3_000))
-    print(f"\n{report}")
     assert report["handed"] > 0 and report["saved"] == 0  # frames went to the encoder; none reached the disk
     assert "nothing was saved" in report["error"] and "is untouched" in report["error"]
     assert (disk / "rec.mp4").read_bytes() == before
