@@ -3,8 +3,9 @@
 PyYAML's composer recurses once per level of nesting, so ``[[[[...]]]]`` 10000 deep ends in a
 RecursionError; aliases let a few lines stand for a structure of billions of nodes once walked. Here
 the file must be a regular file of at most :data:`MAX_BYTES`, nesting stops at :data:`MAX_DEPTH` levels,
-aliases are refused, and every failure of the parser (numbers of more digits than Python converts
-included) becomes the caller's error with one line saying where.
+the document with its aliases expanded at :data:`MAX_NODES` values, and every failure of the parser
+(numbers of more digits than Python converts included) becomes the caller's error with one line
+saying where.
 """
 
 from __future__ import annotations
@@ -19,27 +20,41 @@ from livepuppet.files import read_bounded
 
 MAX_BYTES = 256_000  # an FOMM config is 2 KB, a registry a few entries
 MAX_DEPTH = 32  # an FOMM config nests 4 levels
+MAX_NODES = 100_000  # values in the document with its aliases expanded (a config has about 40)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and deep nesting while composing, before anything is built."""
+    """SafeLoader that counts, while composing and before anything is built, each node's size with its
+    aliases expanded, and stops deep nesting, recursive aliases and documents that expand past MAX_NODES.
+    (Aliases themselves are fine: PyYAML's own dump writes them for shared values.)"""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._sizes: dict[int, int] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted here",
-                                              self.peek_event().start_mark)
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise yaml.composer.ComposerError(None, None, "an alias refers to a value that holds it", mark)
+            return node
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
-            return super().compose_node(parent, index)
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        size = 1 + sum(self._sizes[id(child)] for child in children)
+        if size > MAX_NODES:
+            raise yaml.composer.ComposerError(None, None, f"its aliases expand to more than {MAX_NODES} values",
+                                              mark)
+        self._sizes[id(node)] = size
+        return node
 
 
 def load(path: str | os.PathLike[str], what: str, error: type[LivepuppetError]) -> Any:

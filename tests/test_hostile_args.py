@@ -1,7 +1,7 @@
 """Issue 18, classes 5 and 8: hostile YAML, arguments and model files, each one line and exit 2, quickly.
 
-YAML in ``--config`` and in the model registry that is nested 10000 deep, an alias bomb, mistyped or out
-of any FOMM's range, not a regular file, or too big; ``--threads 20000`` (LiteRT's thread pool failed to
+YAML in ``--config`` and in the model registry that is nested 10000 deep, an alias bomb (aliases as
+PyYAML writes them still read), mistyped or out of any FOMM's range, not a regular file, or too big; ``--threads 20000`` (LiteRT's thread pool failed to
 start, then crashed) and ``--batch 100000``; ``web --export`` of a model folder whose file is a link to
 /dev/zero, a FIFO or a 3 GB sparse file, which must be refused without TensorFlow and without reading it.
 """
@@ -147,12 +147,20 @@ def test_hostile_registry_yaml_is_one_line(tmp_path: Path, case: str) -> None:
 
 
 def test_download_with_a_hostile_registry_exits_2(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("LIVEPUPPET_REGISTRY", str(_write(tmp_path / "r.yaml", "models:\n  vox: " + _ALIASES)))
+    bomb = _ALIASES + "models: {vox-adv: {urls: *l8}}\n"
+    monkeypatch.setenv("LIVEPUPPET_REGISTRY", str(_write(tmp_path / "r.yaml", bomb)))
     monkeypatch.setenv("LIVEPUPPET_HOME", str(tmp_path))
     assert cli.main(["download"]) == 2
     err = capsys.readouterr().err
     _one_line(err)
-    assert "is not valid YAML" in err
+    assert "aliases expand to more than 100000 values" in err
+
+
+def test_aliases_as_yaml_dump_writes_them_are_read(tmp_path: Path) -> None:
+    shared = {"filename": "x.pth.tar", "preset": "vox", "urls": ["https://example.com/x.pth.tar"]}
+    text = __import__("yaml").safe_dump({"models": {"a": shared, "b": shared}})
+    assert "*id" in text  # PyYAML writes a shared value once, with an alias
+    assert registry.load_registry(_write(tmp_path / "r.yaml", text))["b"].urls == ("https://example.com/x.pth.tar",)
 
 
 # --------------------------------------------------------------------------- class 8: arguments, web export
