@@ -517,9 +517,10 @@ def _partial_name(target: Path, suffix: str = "") -> Path:
     return partial_name(target, suffix)
 
 
-def frames_on_disk(path: Path) -> int:
+def frames_on_disk(path: Path) -> int | None:
     """The video frames a player can read from ``path`` now: packets found by ffmpeg's demuxer (nothing is
-    decoded, so an hour of recording takes a second or two); 0 for a file with none or no video at all."""
+    decoded, so an hour of recording takes a second or two); 0 for a file with none or no video at all,
+    None when they could not be counted (then a file is kept, never deleted)."""
     exe = _ffmpeg_exe()
     if exe is None:  # OpenCV's writer made it; count by decoding
         try:
@@ -532,7 +533,7 @@ def frames_on_disk(path: Path) -> int:
         result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 timeout=600)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
+        return None
     return sum(1 for line in result.stdout.decode("ascii", "replace").splitlines()
                if line[:1].isdigit() and not _packet_flags(line) & _UNPLAYABLE)
 
@@ -578,12 +579,13 @@ def _keep_killed_recordings(target: Path) -> list[str]:
         if count == 0:
             stale.unlink(missing_ok=True)
             continue
+        frames = "its frames" if count is None else f"its {count} frames"
         try:
             kept = _move_aside(stale, target)
         except OSError:
             kept = stale
         notices.append(f"an earlier recording to {target.name} was cut off (its process is gone); "
-                       f"its {count} frames are kept in {kept}")
+                       f"{frames} are kept in {kept}")
     return notices
 
 
@@ -821,7 +823,7 @@ class VideoWriter(_Writer):
         self._close_stderr()
         if self.fragmented:  # what the encoder put on disk is kept, whatever happened
             kept = self._settle(finished=failure is None)
-            if failure is not None or not self.frames_saved:
+            if failure is not None or self.frames_saved == 0:
                 raise MediaError(f"recording to {self.path} stopped: {kept}; check free disk space "
                                  f"(ffmpeg: {failure or 'no playable frame'})")
             return
@@ -862,20 +864,21 @@ class VideoWriter(_Writer):
         count = frames_on_disk(self._work)
         self.frames_saved = count
         name = self.path.name
+        frames = "the frames on disk" if count is None else f"the {count} frames on disk"
         if count == 0:
             self._remove_work()
             return "no frame reached the disk, so nothing was saved" + (
                 f" ({name} is untouched)" if self._work != self.path else "")
         if self._work == self.path:
-            return f"the {count} frames on disk are kept"
+            return f"{frames} are kept"
         try:
-            if finished:
+            if finished:  # ffmpeg finished the file without an error
                 os.replace(self._work, self.path)
-                return f"{count} frames saved"
+                return f"{frames} are saved"
             kept = _move_aside(self._work, self.path)
-            return f"the {count} frames on disk are kept in {kept.name} beside it ({name} is untouched)"
+            return f"{frames} are kept in {kept.name} beside it ({name} is untouched)"
         except OSError:
-            return f"the {count} frames on disk are kept in {self._work}"
+            return f"{frames} are kept in {self._work}"
 
     def _mux_audio(self) -> None:
         """Copy the audio of ``audio_from`` into the encoded video, cut to the video's duration.

@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
     if line := startup_and_memory(stats.first_frame_at):
         console.print(line)
     if args.record:
-        saved = record.frames_saved if record.saved else 0
-        console.print(f"recording: {saved} frames on disk in {args.record}" if saved else
-                      f"recording: nothing was recorded; {args.record} was left as it was")
+        if not record.saved:
+            console.print(f"recording: nothing was recorded; {args.record} was left as it was")
+        else:
+            counted = "" if record.frames_saved is None else f"{record.frames_saved} frames on disk in "
+            console.print(f"recording: {counted}{args.record}")
     return 0
