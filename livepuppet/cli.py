@@ -56,9 +56,32 @@ def _targets(text: str) -> tuple[str, ...]:
     return names
 
 
+MAX_BATCH = 256  # frames per model call: each holds its own activations (tens of MB at 256x256)
+
+
+def max_threads() -> int:
+    """The most --threads a command takes: beyond a few per core they only cost memory, and tens of
+    thousands make LiteRT's thread pool fail to start, then crash."""
+    return max(256, 4 * (os.cpu_count() or 1))
+
+
+def _at_most(limit: Callable[[], int], what: str) -> Callable[[str], int]:
+    """An argument type: a positive number up to ``limit()``, refused at parsing rather than by a crash later."""
+    def parse(text: str) -> int:
+        value = _positive(text)
+        if value > limit():
+            raise argparse.ArgumentTypeError(f"expected at most {limit()} {what}, got {text!r}")
+        return value
+    return parse
+
+
+_threads = _at_most(max_threads, f"threads ({os.cpu_count() or 1} cores here)")
+_batch_size = _at_most(lambda: MAX_BATCH, "frames per call")
+
+
 def _batch(text: str) -> int | None:
-    """A positive batch size, or 'dynamic' (None)."""
-    return None if text == "dynamic" else _positive(text)
+    """A batch size up to MAX_BATCH, or 'dynamic' (None)."""
+    return None if text == "dynamic" else _batch_size(text)
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +95,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="the int8 generator of `convert --fast` on OpenVINO: faster, coarser (bench prints its error)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="where OpenVINO runs: cpu (default), gpu (an Intel GPU), auto (OpenVINO decides)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
 
 
 def _motion_args(p: argparse.ArgumentParser) -> None:
@@ -135,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vcam-fps", type=_positive, default=30, help="virtual camera frame rate (default 30)")
     p.add_argument("--record", type=Path, help="also record the avatar to this video file")
     p.add_argument("--frames", type=_positive, help="stop after N avatar frames")
-    p.add_argument("--batch", type=_positive, default=1, help="camera frames per inference call (default 1)")
+    p.add_argument("--batch", type=_batch_size, default=1, help="camera frames per inference call (default 1)")
     p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
     _motion_args(p)
@@ -148,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output video (.mp4), or a folder/ for PNG frames")
     _engine_args(p)
     _motion_args(p)
-    p.add_argument("--batch", type=_positive, default=4, help="frames per inference call (default 4)")
+    p.add_argument("--batch", type=_batch_size, default=4, help="frames per inference call (default 4)")
     p.add_argument("--frames", type=_positive, help="animate only the first N frames")
     p.add_argument("--best-frame", action="store_true",
                    help="calibrate on the driving frame whose pose is nearest the source's")
@@ -157,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="what each stage costs on this machine")
     _engine_args(p)
-    p.add_argument("--batch", type=_positive, default=1, help="driving frames per call (default 1)")
+    p.add_argument("--batch", type=_batch_size, default=1, help="driving frames per call (default 1)")
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per stage (default 5)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
 

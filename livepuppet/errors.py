@@ -42,6 +42,10 @@ class DownloadError(LivepuppetError):
     """A download failed or its checksum did not match."""
 
 
+class OutputError(LivepuppetError):
+    """An output would replace, delete or change one of the command's inputs."""
+
+
 MAX_LINE = 300  # characters of one error line; a fuzzed file once produced a 94 KB message
 
 

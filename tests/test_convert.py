@@ -336,7 +336,8 @@ def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path
 
 def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """replace_folder on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
-    from livepuppet import atomic
+    from livepuppet import outputs
+    from livepuppet.outputs import replace_folder
 
     def folder(name: str, marker: str) -> Path:
         path = tmp_path / name
@@ -346,7 +347,7 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return path
 
     out = folder("model", "old")
-    atomic.replace_folder(folder(".model.partial-1", "new"), out)
+    replace_folder(folder(".model.partial-1", "new"), out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
@@ -359,9 +360,9 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return real_replace(src, dst)
 
     newer = folder(".model.partial-2", "newer")
-    monkeypatch.setattr(atomic.os, "replace", flaky_replace)
+    monkeypatch.setattr(outputs.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="injected"):
-        atomic.replace_folder(newer, out)
+        replace_folder(newer, out)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.partial-2", "model"]  # build() removes its tmp

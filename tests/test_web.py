@@ -199,11 +199,16 @@ def test_export_writes_a_static_folder_and_replaces_only_an_export(small: SmallM
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"\nstatic export of the SMALL model: {size / 1e6:.1f} MB")
     assert f"({size / 1e6:.1f} MB)" in capsys.readouterr().err
-    # Exported again: replaced whole (a file added meanwhile is gone), nothing left beside it.
-    (out / "added-since.txt").write_text("x")
+    # Exported again: replaced whole, nothing left beside it.
+    (out / "index.html").write_text("an older page")
     assert main(["web", "--model", str(model), "--export", str(out)]) == 0
-    assert not (out / "added-since.txt").exists() and (out / "index.html").is_file()
+    assert "an older page" not in (out / "index.html").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    # A file of the user's in it (a portrait for OBS) is never deleted: the export is refused and says why.
+    (out / "face.png").write_bytes(b"portrait")
+    assert main(["web", "--model", str(model), "--export", str(out)]) == 2
+    assert "holds face.png, which an export did not write" in capsys.readouterr().err
+    assert (out / "face.png").read_bytes() == b"portrait"
     # A folder that is not an export is never written into.
     other = tmp_path / "photos"
     other.mkdir()

@@ -27,7 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from livepuppet import __version__
+from livepuppet import __version__, outputs
 from livepuppet.fomm import config as cfgmod
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.errors import LivepuppetError
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     """``livepuppet bench``. A hidden ``args.random_config`` (a ModelConfig) picks the random model's
     architecture when there is no model (tests use a small one); the default is vox-256."""
     console, err = Console(), Console(stderr=True)
+    outputs.check(args.json, [args.model])  # before a minute of work, not after
     tmp: list[Path] = []
     try:
         folder = read_folder(_model(args, err, tmp))
@@ -237,18 +238,9 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(path, ignore_errors=True)
     render(result, console)
     if args.json is not None:
-        write_json(Path(args.json), result)
+        try:
+            outputs.write_atomically(Path(args.json), json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise LivepuppetError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         err.print(f"results written to {args.json}")
     return 0
-
-
-def write_json(path: Path, result: dict[str, Any]) -> None:
-    from livepuppet.paths import partial_name
-
-    tmp = partial_name(path)
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LivepuppetError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from livepuppet import outputs
 from livepuppet.paths import models_dir
 
 console = Console(stderr=True)
@@ -37,6 +38,8 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     from livepuppet.errors import ConfigError
 
     start = time.perf_counter()
+    out = out or models_dir() / model_name(checkpoint)
+    outputs.check(out, conversion_inputs(checkpoint, config))
     ckpt = load_checkpoint(checkpoint)
     check_finite(ckpt)
     try:
@@ -57,7 +60,6 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     if size is not None:
         cfg = cfg.with_frame_shape(size[1], size[0])
     cfg.validate_frame_shape()
-    out = out or models_dir() / model_name(checkpoint)
     from livepuppet.conversion.export import build, check_destination
     from livepuppet.conversion.targets import DEFAULT_TARGETS
 
@@ -70,7 +72,15 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     return out
 
 
+def conversion_inputs(checkpoint: Path, config: str | None) -> list[Path]:
+    """What a conversion reads: the checkpoint, and the config when it is a file (not a preset's name)."""
+    return [checkpoint] + ([Path(config)] if config and Path(config).is_file() else [])
+
+
 def convert(args: argparse.Namespace) -> int:
+    if getattr(args, "web", None):  # the page goes elsewhere than the model it is made of: checked before the work
+        model = args.out or models_dir() / model_name(args.checkpoint)
+        outputs.check(args.web, [*conversion_inputs(args.checkpoint, args.config), model])
     targets = tuple(args.targets) + (("int8",) if args.fast else ())
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
                              targets=targets)

@@ -34,6 +34,11 @@ def converted_default_model() -> Path | None:
     return folder if (folder / MANIFEST).is_file() else None
 
 
+def model_folder(model: Path | None) -> Path:
+    """The folder a command will run: ``--model``, else the default one (which may not exist yet)."""
+    return model if model is not None else default_model_folder()
+
+
 def _size_text(entry: ModelEntry) -> str:
     """', 228 MB' from the entry's exact size, ', about 228 MB' for a known published file, else ''."""
     from livepuppet.hub.registry import APPROXIMATE_SIZES

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from livepuppet import __version__
-from livepuppet.atomic import partial_folder, replace_folder
+from livepuppet.outputs import partial_folder, replace_folder
 from livepuppet.conversion.graphs import Graphs
 from livepuppet.conversion.job import Check, Job
 from livepuppet.conversion.targets import DEFAULT_TARGETS, TARGETS, resolve_targets

@@ -22,7 +22,6 @@ backoff, and the stream resumes when frames return.
 from __future__ import annotations
 
 import enum
-import os
 import queue
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from livepuppet.errors import CameraError
+from livepuppet.limits import MAX_PIXELS
 from livepuppet.live.cameras import list_cameras
 
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://")
@@ -152,7 +152,7 @@ class Capture:
             ok, frame = self._src.read() if self._src is not None else (False, None)
         except Exception:  # a driver error mid-stream is a failed read like any other
             ok, frame = False, None
-        if not ok or frame is None:
+        if not ok or frame is None or frame.shape[0] * frame.shape[1] > MAX_PIXELS:  # grown past its declared size
             return None
         rgb = _to_rgb(frame)
         self.read_ms.append((time.perf_counter() - t0) * 1000)
@@ -349,14 +349,15 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
     is_index = isinstance(spec, int)
     if live is None:
         live = is_index or str(spec).lower().startswith(_STREAM_SCHEMES)
-    if not is_index and "://" not in str(spec) and not os.path.exists(str(spec)):
-        raise CameraError(f"video file not found: {spec}; pass a camera index (e.g. --camera 0) "
-                          "or an existing video file")
+    if not is_index and "://" not in str(spec):
+        _check_file(str(spec))
 
     def open_once() -> FrameSource:
         src = opener(spec)
         if live and src.isOpened():
             _configure(src, size)
+        if src.isOpened():
+            _check_size(src, spec)
         return src
 
     src = open_once()
@@ -372,6 +373,29 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
         raise CameraError(f"camera {spec} opened but sent no frames; close other apps using it "
                           "or try another --camera index")
     return cap
+
+
+def _check_file(path: str) -> None:
+    """A camera file must be a regular file: OpenCV would wait forever on a FIFO, read /dev/zero without end."""
+    from livepuppet.files import check_regular
+
+    try:
+        check_regular(path, "video file", CameraError)
+    except OSError:
+        raise CameraError(f"video file not found: {path}; pass a camera index (e.g. --camera 0) "
+                          "or an existing video file") from None
+
+
+def _check_size(src: FrameSource, spec: int | str) -> None:
+    """Frames over the pixel limit are refused by their declared size, before one is decoded and queued."""
+    from livepuppet.errors import MediaError
+    from livepuppet.media import check_frame_size
+
+    try:
+        check_frame_size(src, spec, "camera" if isinstance(spec, int) else "video")
+    except MediaError as exc:
+        src.release()
+        raise CameraError(str(exc)) from None
 
 
 def _configure(src: FrameSource, size: tuple[int, int] | None) -> None:

@@ -241,6 +241,16 @@ class RecordingSink:
     def frames_written(self) -> int:
         return int(self._writer.frames_written)
 
+    @property
+    def frames_saved(self) -> int | None:
+        """Frames in the file on disk once it is closed (or cut short), counted there; None before."""
+        return self._writer.frames_saved
+
+    @property
+    def notices(self) -> list[str]:
+        """What opening the file found (a killed run's recording, kept under another name)."""
+        return list(self._writer.notices)
+
     def send(self, frame: np.ndarray) -> None:
         copies = 1
         if self.realtime:
