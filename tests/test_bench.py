@@ -113,7 +113,7 @@ def test_contention_sees_another_process():
         spinner.kill()
         spinner.wait()
     print(f"\nothers' share alone {alone.others_share:.2f}, with a spinner {busy.others_share:.2f}")
-    assert busy.others_share > alone.others_share + 0.2
+    assert busy.others_share > alone.others_share + 0.15  # a whole core is 0.5 here; others may share it
 
 
 def test_bench_uses_the_default_model(small_model, tmp_path, monkeypatch, capsys):
