@@ -106,7 +106,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     for precision in ("fp32", "fp16", "int8"):
         folders[precision] = workdir / f"vox-{precision}"
         if not (folders[precision] / "manifest.json").is_file():
-            convert_checkpoint(ckpt, folders[precision], precision=precision, fast=precision == "fp32")
+            convert_checkpoint(ckpt, folders[precision], precision=precision, fast=precision == "fp32",
+                               numerics="original")  # the reference's parity target
     threads = args.threads
     engines = {
         "tflite fp32": open_engine(folders["fp32"], "tflite", threads),
@@ -511,7 +512,7 @@ def main(argv=None) -> int:
         if not (fp32_folder / "manifest.json").is_file():
             from livepuppet.commands.convert import convert_checkpoint
 
-            convert_checkpoint(ckpt, fp32_folder)
+            convert_checkpoint(ckpt, fp32_folder, numerics="original")
     else:
         report.update(comparison(args, ckpt, torch_models))
     if not args.quick:

@@ -37,7 +37,7 @@ def _folder_bytes(path: Path) -> int:
 def convert(checkpoint: Path, out: Path, precision: str) -> dict:
     """Run the CLI converter in a fresh process; wall time and peak RSS of that process."""
     cmd = [sys.executable, "-m", "livepuppet.cli", "convert", str(checkpoint), "--out", str(out),
-           "--precision", precision]
+           "--precision", precision, "--numerics", "original"]  # the PyTorch reference's parity target
     stats = Path(tempfile.mkstemp(prefix="lp-time-")[1])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     time_bin = shutil.which("time") or "/usr/bin/time"

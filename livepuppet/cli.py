@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true",
                    help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
     p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")
+    from livepuppet.fomm.numerics import DEFAULT, NUMERICS
+    p.add_argument("--numerics", choices=tuple(NUMERICS), default=DEFAULT,
+                   help="how the model samples: trained (default): as the published weights were trained "
+                        "(PyTorch 1.0, align_corners=True); original: frame-exact with the original code on "
+                        "today's PyTorch")
 
     p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
     p.add_argument("--source", action="append", required=True, type=Path,

@@ -24,14 +24,18 @@ def model_name(checkpoint: Path) -> str:
 def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
                        precision: str = "fp32", batch: int | None = 1,
                        size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False,
-                       fast: bool = False) -> Path:
+                       fast: bool = False, numerics: str | None = None) -> Path:
     """Read, check and convert a checkpoint; returns the model folder.
 
     ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
     checkpoint, read the architecture off the checkpoint instead of failing,
     keeping the config's frame size when it has one (first runs: a registry
     entry's preset names the published model, a mirror may hold another one).
+    ``numerics``: how the model samples (livepuppet.fomm.numerics; None: the default, ``trained``).
     """
+    from livepuppet.fomm.numerics import DEFAULT
+
+    numerics = numerics or DEFAULT
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import check_finite, load_checkpoint
     from livepuppet.errors import ConfigError
@@ -62,15 +66,15 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
 
     check_destination(out)
     console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
-                  f"{precision}, batch {batch if batch else 'dynamic'}")
-    build(ckpt, cfg, out, precision=precision, batch=batch, console=console, fast=fast)
+                  f"{precision}, batch {batch if batch else 'dynamic'}, {numerics} numerics")
+    build(ckpt, cfg, out, precision=precision, batch=batch, console=console, fast=fast, numerics=numerics)
     console.print(f"total {time.perf_counter() - start:.1f} s")
     return out
 
 
 def convert(args: argparse.Namespace) -> int:
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
-                             fast=getattr(args, "fast", False))
+                             fast=getattr(args, "fast", False), numerics=getattr(args, "numerics", None))
     if getattr(args, "web", None):
         from livepuppet.web.site import export
 

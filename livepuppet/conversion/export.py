@@ -30,6 +30,7 @@ from livepuppet.runtime import cpu as cpumod
 from livepuppet.conversion import openvino_ir as openvino_export
 from livepuppet.modelfolder.manifest import FORMAT, MANIFEST, MODEL_NAMES
 from livepuppet.fomm.modules import FOMM, GRAPHS, XNNPACK
+from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
 from livepuppet.paths import partial_name, stale_partials
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -192,16 +193,18 @@ def _max_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str = "fp32",
           batch: int | None = 1, console: Console | None = None,
-          on_model_built: Callable[[str], None] | None = None, fast: bool = False) -> dict:
+          on_model_built: Callable[[str], None] | None = None, fast: bool = False,
+          numerics: str = DEFAULT_NUMERICS) -> dict:
     """Convert a checkpoint into the model folder ``out``; returns the manifest written.
 
+    ``numerics`` (:mod:`livepuppet.fomm.numerics`) is built into every graph and recorded in the manifest.
     ``on_model_built`` is called after each model is written (progress hooks, tests).
     """
     console = console or Console(stderr=True)
     out = Path(out)
     check_destination(out)
     start = time.perf_counter()
-    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK)  # the TFLite graph
+    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK, numerics=numerics)  # TFLite's
     specs = model_specs(fomm, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial_folder(out)
@@ -221,7 +224,7 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
         manifest = {
             "format": FORMAT, "livepuppet_version": __version__, "config": cfg.to_dict(),
             "checkpoint": {"name": checkpoint.path.name, "sha256": checkpoint.sha256},
-            "precision": precision, "batch": batch, "models": models,
+            "precision": precision, "batch": batch, "numerics": numerics, "models": models,
             "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {})},
             "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -304,7 +307,7 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
         return None
     graph = openvino_graph(cpumod.current())
     ov_fomm = fomm if GRAPHS[graph] == fomm.rewrites else FOMM(cfg, checkpoint.generator, checkpoint.kp_detector,
-                                                               rewrites=GRAPHS[graph])
+                                                               rewrites=GRAPHS[graph], numerics=fomm.numerics)
     errors, bf16 = {}, {}
     for model in model_specs(ov_fomm, batch):
         task = progress.add_task(f"{model.name} (OpenVINO)", total=2, step="IR")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from livepuppet.errors import ModelFolderError
+from livepuppet.fomm.numerics import LEGACY as LEGACY_NUMERICS, NUMERICS
 
 FORMAT = 1  # bump when a model folder made by an older livepuppet can no longer be read
 MANIFEST = "manifest.json"
@@ -45,6 +46,12 @@ class Manifest:
     def precision(self) -> str:
         return self.data["precision"]
 
+    @property
+    def numerics(self) -> str:
+        """How the models sample (livepuppet.fomm.numerics): ``convert --numerics``; a folder converted before
+        the choice existed was built with the original code's numerics."""
+        return self.data.get("numerics", LEGACY_NUMERICS)
+
     def model(self, name: str) -> dict[str, Any]:
         return self.data["models"][name]
 
@@ -72,6 +79,9 @@ def _schema_problem(data: Any, folder: Path) -> str | None:
         "config": lambda v: isinstance(v, dict),
         "models": lambda v: isinstance(v, dict),
     }
+    numerics = data.get("numerics", LEGACY_NUMERICS)  # optional: folders from before issue 21 lack it
+    if not (isinstance(numerics, str) and numerics in NUMERICS):
+        return "its 'numerics' entry is malformed"
     for key, ok in checks.items():
         if key not in data:
             return f"it has no {key!r} entry"

@@ -46,7 +46,7 @@ def web_manifest(manifest: Manifest) -> dict[str, Any]:
                                "convert it with --batch 1")
     h, w = manifest.frame_size
     return {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
-            "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+            "numerics": manifest.numerics, "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
 
 
 def model_files(manifest: Manifest) -> dict[str, Path]:
