@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", required=True, type=Path,
                    help="portrait image, or a folder of them; repeat for several avatars")
     _engine_args(p)
-    p.add_argument("--camera", default="0", help="camera index, video file or URL (default 0)")
+    p.add_argument("--camera", default="0",
+                   help="camera index, video file or URL (default 0); a video file plays at its own pace, like a "
+                        "camera: frames there is no time for are dropped")
+    p.add_argument("--every-frame", action="store_true",
+                   help="a video file: animate every frame in order, however long it takes (its fps and latency "
+                        "are then the model's, not a camera's)")
     p.add_argument("--camera-size", type=_size, help="capture size WxH")
     p.add_argument("--no-preview", action="store_true", help="no window: feed the virtual camera / recording only")
     p.add_argument("--vcam", action="store_true", help="send the avatar to a virtual camera")
