@@ -13,6 +13,8 @@ Nothing here creates a folder; whoever writes into one creates it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +90,36 @@ def partial_name(target: Path, suffix: str = "") -> Path:
     import secrets
 
     return target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(3)}{suffix}")
+
+
+def partial_folder(out: Path) -> Path:
+    """A new empty folder beside ``out``; made with mkdir, not mkdtemp, so that the model folder
+    it becomes gets the user's ordinary permissions (umask), not mkdtemp's private 0700."""
+    for stale in stale_partials(out):  # a killed convert's leftovers (its process is gone)
+        shutil.rmtree(stale, ignore_errors=True)
+    while True:
+        tmp = partial_name(out)
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place; an existing model is swapped out, never half-replaced."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def stale_partials(target: Path) -> list[Path]:

@@ -333,8 +333,8 @@ def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path
 
 
 def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """_replace on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
-    from livepuppet.conversion import export
+    """replace_folder on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
+    from livepuppet import paths
 
     def folder(name: str, marker: str) -> Path:
         path = tmp_path / name
@@ -344,7 +344,7 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return path
 
     out = folder("model", "old")
-    export._replace(folder(".model.partial-1", "new"), out)
+    paths.replace_folder(folder(".model.partial-1", "new"), out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
@@ -357,9 +357,9 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return real_replace(src, dst)
 
     newer = folder(".model.partial-2", "newer")
-    monkeypatch.setattr(export.os, "replace", flaky_replace)
+    monkeypatch.setattr(paths.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="injected"):
-        export._replace(newer, out)
+        paths.replace_folder(newer, out)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.partial-2", "model"]  # build() removes its tmp

@@ -190,7 +190,6 @@ def test_pipeline_history_is_bounded() -> None:
 
 
 def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
-    export = pytest.importorskip("livepuppet.conversion.export")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     out = tmp_path / "model"
     stale = tmp_path / f".model.partial-{int(dead.stdout)}-abcdef"
@@ -199,7 +198,7 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
     live = paths.partial_name(out)  # this process is alive: its work is left alone
     live.mkdir()
     assert paths.stale_partials(out) == [stale]
-    fresh = export._partial_folder(out)
+    fresh = paths.partial_folder(out)
     assert not stale.exists() and live.exists() and fresh.exists()
 
 
@@ -208,7 +207,6 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision,error", [("fp16", float("nan")), ("int8", 5.0), ("fp16", 0.5)])
 def test_broken_reduced_precision_model_is_not_written(precision: str, error: float) -> None:
-    export = pytest.importorskip("livepuppet.conversion.export")
     errors = [("generator", 1e-6, error)]
     with pytest.raises(export.VerificationError, match=f"the {precision} generator"):
         export._check_errors(errors, precision)

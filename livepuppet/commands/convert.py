@@ -39,6 +39,9 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import check_finite, load_checkpoint
     from livepuppet.errors import ConfigError
+    from livepuppet.quiet import import_tensorflow
+
+    import_tensorflow()  # before the conversion modules import it the noisy way (a first run comes here from run)
 
     start = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from livepuppet.conversion import openvino_ir as openvino_export
 from livepuppet.modelfolder.manifest import FORMAT, MANIFEST, MODEL_NAMES
 from livepuppet.fomm.modules import FOMM, GRAPHS, XNNPACK
 from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
-from livepuppet.paths import partial_name, stale_partials
+from livepuppet.paths import partial_folder, replace_folder
+from livepuppet.quiet import native_stderr_silenced
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP32_TOLERANCE = 1e-4
@@ -142,8 +142,9 @@ def _to_tflite(saved_model: Path, precision: str) -> bytes:
 
 def tflite_ops(path: Path) -> list[str]:
     """The builtin ops a TFLite model uses, read from its interpreter (no delegate applied)."""
-    interp = make_interpreter(path, threads=1, delegates=False)
-    return sorted({op["op_name"] for op in interp._get_ops_details()})
+    with native_stderr_silenced():
+        interp = make_interpreter(path, threads=1, delegates=False)
+        return sorted({op["op_name"] for op in interp._get_ops_details()})
 
 
 def make_interpreter(path: Path, threads: int | None = None, delegates: bool = True):
@@ -183,8 +184,8 @@ def sample_inputs(fomm: FOMM, model: ModelSpec, batch: int, seed: int = 0) -> di
 
 
 def run_tflite(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    runner = make_interpreter(path).get_signature_runner("serving_default")
-    return runner(**inputs)
+    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        return make_interpreter(path).get_signature_runner("serving_default")(**inputs)
 
 
 def _max_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -207,7 +208,7 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
     fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK, numerics=numerics)  # TFLite's
     specs = model_specs(fomm, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_folder(out)
+    tmp = partial_folder(out)
     try:
         models, errors = {}, []
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.fields[step]:<12}"),
@@ -231,26 +232,12 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
         if fast:
             manifest["fast"] = _build_fast(tmp, manifest, openvino, console)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     console.print(f"[green]model written to {out}[/] in {time.perf_counter() - start:.1f} s")
     return manifest
-
-
-def _partial_folder(out: Path) -> Path:
-    """A new empty folder beside ``out``; made with mkdir, not mkdtemp, so that the model folder
-    it becomes gets the user's ordinary permissions (umask), not mkdtemp's private 0700."""
-    for stale in stale_partials(out):  # a killed convert's leftovers (its process is gone)
-        shutil.rmtree(stale, ignore_errors=True)
-    while True:
-        tmp = partial_name(out)
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
 
 
 def check_destination(out: Path) -> None:
@@ -404,22 +391,6 @@ def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvi
                 f"the converted {name} differs from the TensorFlow graph by {worst:.2e} (limit {FP32_TOLERANCE:g}); "
                 "nothing was written. Please report this with your TensorFlow version"
             )
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an existing model is swapped out, never half-replaced."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["build", "model_specs", "openvino_graph", "PRECISIONS", "MODEL_NAMES", "VerificationError", "tflite_ops", "sample_inputs"]

@@ -29,7 +29,8 @@ def available() -> bool:
 
 def signature_names(tflite: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(inputs, outputs): TFLite tensor name -> signature name, for the ``serving_default`` signature."""
-    from livepuppet.runtime.engines.tflite import _interpreter_module, native_stderr_silenced
+    from livepuppet.quiet import native_stderr_silenced
+    from livepuppet.runtime.engines.tflite import _interpreter_module
 
     with native_stderr_silenced():
         runner = _interpreter_module().Interpreter(model_path=str(tflite)).get_signature_runner("serving_default")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from livepuppet.errors import LivepuppetError, ModelFolderError
 from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest, read_manifest
+from livepuppet.paths import partial_folder, replace_folder
 
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
@@ -138,14 +139,12 @@ def export(model: Path, out: Path) -> Path:
     Built beside ``out`` and renamed into place, so an existing export is only
     ever replaced by a finished one; anything else at ``out`` is refused.
     """
-    from livepuppet.conversion.export import _partial_folder, _replace
-
     manifest = read_manifest(model)
     files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
     if out.exists() and not (out / MODEL_PREFIX / WEB_MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise LivepuppetError(f"{out} exists and is not a livepuppet web export; choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_folder(out)
+    tmp = partial_folder(out)
     try:
         for name, path in files.items():
             dest = tmp / name
@@ -157,7 +156,7 @@ def export(model: Path, out: Path) -> Path:
                 shutil.copyfile(path, dest)
         (tmp / MODEL_PREFIX / WEB_MANIFEST).write_text(json.dumps(web_manifest(manifest), indent=1))
         (tmp / "_headers").write_text(HEADERS_FILE)
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise LivepuppetError(f"cannot write the web export to {out} ({exc.strerror}); "

@@ -14,9 +14,9 @@ class SavedModelEngine(Engine):
 
     def __init__(self, manifest: Manifest):
         super().__init__(manifest)
-        import tensorflow as tf
+        from livepuppet.quiet import import_tensorflow
 
-        self._tf = tf
+        tf = self._tf = import_tensorflow()
         self._fns = {}
         for model in MODEL_NAMES:
             path = manifest.path(model, "savedmodel")

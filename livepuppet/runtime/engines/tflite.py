@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from livepuppet.errors import ModelFolderError
 from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest
+from livepuppet.quiet import native_stderr_silenced
 from livepuppet.runtime.engines.base import Engine
 
 
@@ -22,9 +21,9 @@ def _interpreter_module():
         from ai_edge_litert import interpreter
         return interpreter
     except ImportError:
-        import tensorflow as tf  # the one fallback the engine may import
+        from livepuppet.quiet import import_tensorflow  # the one fallback the engine may import
 
-        return tf.lite
+        return import_tensorflow().lite
 
 
 class TFLiteEngine(Engine):
@@ -76,29 +75,6 @@ def _check_input_shape(runner, manifest: Manifest, path: Path) -> None:
     if actual != declared:
         raise ModelFolderError(f"{path} takes frames of shape {actual[:4]}, but its manifest says {declared}; "
                                "convert the checkpoint again")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what C++ code writes to stderr (file descriptor 2) to the null device meanwhile.
-
-    LiteRT logs its delegate set-up there, past Python's ``sys.stderr``; errors
-    still reach Python as exceptions, with their message.
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def release_file_pages(path: Path) -> int:
