@@ -282,7 +282,7 @@ def test_download_question_gives_the_entry_size(env, monkeypatch, size, filename
     doc["models"]["vox-adv"]["filename"] = filename
     env.registry.write_text(yaml.safe_dump(doc))
     asked = []
-    monkeypatch.setattr(commands, "_ask", lambda question: asked.append(question) or False)
+    monkeypatch.setattr(commands, "_ask", lambda question, where: asked.append(question) or False)
     with pytest.raises(LivepuppetError, match="no model to run"):
         commands.resolve_model(None, download_ok=True)
     [question] = asked
@@ -348,3 +348,78 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
         assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=livepuppet" in out
         if importlib.util.find_spec("pyvirtualcam") is None:
             assert "pip install pyvirtualcam" in out
+
+
+# --------------------------------------------------------------------------
+# where things are: run from outside the checkout
+
+
+@pytest.fixture
+def two_homes(env, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """No $LIVEPUPPET_HOME, a (fake) checkout and a (fake) per-user data folder, and a working folder outside both."""
+    import platformdirs
+
+    from livepuppet import paths
+
+    checkout, user = tmp_path / "checkout", tmp_path / "user-data"
+    monkeypatch.delenv("LIVEPUPPET_HOME")
+    monkeypatch.setattr(paths, "_checkout", lambda: checkout)
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda *a, **k: str(user))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    env.write_registry(["http://127.0.0.1:9/unused"])
+    return checkout, user
+
+
+def _model_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text("{}")  # resolve_model only finds it; the engine reads it
+    return folder
+
+
+def test_run_outside_the_checkout_finds_the_checkouts_default_model(two_homes, capsys):
+    from livepuppet.commands.default_model import resolve_model
+    from livepuppet.paths import home_dir
+
+    checkout, user = two_homes
+    assert home_dir() == user  # outside the checkout, the per-user folder is the home ...
+    model = _model_folder(checkout / "models" / MODEL_FOLDER)
+    assert resolve_model(None, download_ok=True) == model  # ... and the checkout's model is found all the same
+    assert f"default model: {model}" in capsys.readouterr().err
+
+
+def test_a_checkpoint_in_another_home_is_converted_beside_it(two_homes, monkeypatch):
+    from livepuppet.commands import default_model
+
+    checkout, _ = two_homes
+    (checkout / "checkpoint").mkdir(parents=True)
+    (checkout / "checkpoint" / CKPT).write_bytes(b"x" * 100)
+    converted = []
+    monkeypatch.setattr(default_model, "convert_checkpoint", lambda ckpt, out, *a, **k: converted.append((ckpt, out)) or out)
+    assert default_model.resolve_model(None) == checkout / "models" / MODEL_FOLDER
+    assert converted == [(checkout / "checkpoint" / CKPT, checkout / "models" / MODEL_FOLDER)]  # no download
+
+
+def test_missing_default_model_names_where_it_looked_and_what_exists(two_homes):
+    from livepuppet.commands.default_model import resolve_model
+    from livepuppet.errors import ModelFolderError
+
+    checkout, user = two_homes
+    other = _model_folder(user / "models" / "my-model")
+    with pytest.raises(ModelFolderError) as info:
+        resolve_model(None)
+    message = str(info.value)
+    assert "\n" not in message
+    for where in (user / "models" / MODEL_FOLDER, checkout / "models" / MODEL_FOLDER,
+                  user / "checkpoint" / CKPT, checkout / "checkpoint" / CKPT):
+        assert str(where) in message, where
+    assert f"models that exist: {other}" in message and "--model" in message
+
+
+def test_convert_ends_with_the_command_to_run_next(two_homes, tmp_path):
+    from livepuppet.commands.convert import next_command
+
+    checkout, user = two_homes
+    assert next_command(user / "models" / MODEL_FOLDER) == "livepuppet run --source face.png"
+    assert next_command(checkout / "models" / MODEL_FOLDER) == "livepuppet run --source face.png"
+    assert next_command(tmp_path / "mine") == f"livepuppet run --source face.png --model {tmp_path / 'mine'}"

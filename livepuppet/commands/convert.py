@@ -82,6 +82,21 @@ def convert(args: argparse.Namespace) -> int:
         from livepuppet.web.site import export
 
         console.print(f"[green]web page written to {export(out, args.web)}[/]")
+    console.print(f"next: {next_command(out)}")
     return 0
+
+
+def next_command(model: Path) -> str:
+    """The command that runs a converted model: no --model for the default one where `run` looks for it."""
+    from livepuppet.errors import LivepuppetError
+    from livepuppet.hub.registry import get_entry
+    from livepuppet.paths import MODELS_FOLDER, homes
+
+    try:
+        default = model_name(Path(get_entry().filename))
+        found = any(model.absolute() == home / MODELS_FOLDER / default for home, _ in homes())
+    except LivepuppetError:  # an unreadable registry: name the model, which always works
+        found = False
+    return "livepuppet run --source face.png" + ("" if found else f" --model {model}")
 
 
