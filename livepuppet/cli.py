@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(PyTorch 1.0, align_corners=True); original: frame-exact with the original code on "
                         "today's PyTorch")
 
-    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
+    from livepuppet.live.keys import help_lines
+    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="keys in the preview window (the browser page's c, + / -, arrows, 0 and f mean the "
+                              "same):\n  " + "\n  ".join(help_lines()))
     p.add_argument("--source", action="append", required=True, type=Path,
                    help="portrait image, or a folder of them; repeat for several avatars")
     _engine_args(p)

@@ -718,3 +718,27 @@ def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
         assert frame.shape == (600, 900, 3)
         assert np.array_equal(frame[:, :b.x], portrait.picture[:, :b.x])  # the room around the crop is untouched
     np.testing.assert_allclose(animator.source, portrait.crop)  # the model animated the head crop
+
+
+def test_framing_keys_mean_what_they_mean_on_the_page():
+    """'+' '+' then '0' resets the zoom, 'f' turns face tracking off, 't' passes the camera through: the page's
+    meanings of 0 and f (livepuppet.live.keys.KEYS is the one table), and t's frames are not avatar frames."""
+    framer = FaceFramer(enabled=True, detector=lambda frame: [])
+    preview = ScriptedPreview("++0ft", frames=1)
+    cap = open_camera(0, opener=FakeCamera(interval=0.01))
+    stats = run_live(FakeAnimator(), cap, framer, [preview, SlowSink()], sources=sources(), console=quiet()[0])
+    assert stats.stop_reason == "quit"
+    assert framer.zoom == 1.0 and not framer.enabled
+    assert stats.passed > 0 and "camera frames passed through" in stats.summary()
+
+
+def test_one_key_table_for_the_desktop_and_the_page():
+    from livepuppet.live.keys import ACTIONS, KEYS, page_table
+    from livepuppet.live.loop import KEY_ACTIONS
+
+    assert set(ACTIONS.values()) == set(KEY_ACTIONS)  # every desktop key does something, and nothing is unbound
+    page = page_table()
+    assert page["actions"]["0"] == ACTIONS["0"] == "reset_view" and page["actions"]["f"] == ACTIONS["f"] == "face_tracking"
+    assert all(ACTIONS[key] == action for key, action in page["actions"].items())  # a page key means the same here
+    assert [label for label, _ in page["help"]] == [b.label for b in KEYS if b.page]
+    assert all(key_name(ord(k)) == k for k in ACTIONS if len(k) == 1)  # each letter key reaches the loop

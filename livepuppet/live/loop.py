@@ -14,7 +14,8 @@ Threads, and why:
 * one thread per output sink (outlet.py): virtual-camera pacing and video
   encoding never hold up the keys or the preview.
 
-Key actions are one table, ``KEY_ACTIONS``. With paste-back portraits the
+Keys are one table (livepuppet.live.keys.KEYS, shared with the browser page),
+their actions another, ``KEY_ACTIONS``. With paste-back portraits the
 model's output for the face crop is pasted into the whole picture before it
 goes out.
 
@@ -43,7 +44,7 @@ from rich.text import Text
 
 from livepuppet.live.capture import Capture, CaptureState
 from livepuppet.live.framing import Box, FaceFramer
-from livepuppet.live.keys import help_lines
+from livepuppet.live.keys import ACTIONS, help_lines
 from livepuppet.live.outlet import Outlet
 from livepuppet.live.sinks import PreviewView, to_uint8
 from livepuppet.live.portrait import Portrait
@@ -257,45 +258,50 @@ def run_live(animator: Animator, capture: Capture, framer: FaceFramer, sinks: Se
                  console or Console(stderr=True), mirror, best_seconds).run()
 
 
-# -- key actions: one function per key, looked up in KEY_ACTIONS ------------
+# -- key actions: one function per action of livepuppet.live.keys.KEYS, looked up in KEY_ACTIONS ------
 
-def _quit(loop: "_Loop", key: str) -> None:
+def _quit(loop: "_Loop") -> None:
     loop.stop_reason = "quit"
 
 
-def _recalibrate(loop: "_Loop", key: str) -> None:
+def _recalibrate(loop: "_Loop") -> None:
     loop.worker.command(lambda an: an.recalibrate())
     loop.say("recalibrating: the next frame is the neutral pose")
 
 
-def _switch_source(loop: "_Loop", key: str) -> None:
-    if len(loop.sources) > 1:
-        loop.source_idx = (loop.source_idx + (1 if key == "n" else -1)) % len(loop.sources)
-        loop.set_source(loop.source_idx)
-        loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+def _switch_source(step: int) -> Callable[["_Loop"], None]:
+    def act(loop: "_Loop") -> None:
+        if len(loop.sources) > 1:
+            loop.source_idx = (loop.source_idx + step) % len(loop.sources)
+            loop.set_source(loop.source_idx)
+            loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+    return act
 
 
-def _find_best(loop: "_Loop", key: str) -> None:
+def _find_best(loop: "_Loop") -> None:
     n = max(1, round(loop.best_seconds * (loop.capture.fps or 25.0)))
     loop.worker.command(lambda an: an.find_best(n))
     loop.say(f"best moment: watching {n} frames for the pose nearest the avatar's, then calibrating on it")
 
 
-def _pan(loop: "_Loop", key: str) -> None:
-    loop.framer.pan(*{"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key])
+def _pan(dx: int, dy: int) -> Callable[["_Loop"], None]:
+    return lambda loop: loop.framer.pan(dx, dy)
 
 
-def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop) -> Callable[["_Loop", str], None]:
-    """A toggle of the loop's own state (the view): flipped on the main thread at once."""
-    def act(loop: "_Loop", key: str) -> None:
+def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop,
+          label: str | None = None) -> Callable[["_Loop"], None]:
+    """A toggle of the loop's own state (the view, the framing): flipped on the main thread at once."""
+    def act(loop: "_Loop") -> None:
         owner = part(loop)
         setattr(owner, attr, not getattr(owner, attr))
+        if label:
+            loop.say(f"{label}: {'on' if getattr(owner, attr) else 'off'}")
     return act
 
 
-def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
+def _flip_model(attr: str, label: str) -> Callable[["_Loop"], None]:
     """A toggle of the animator's state: a command that flips it on the worker, so no press is lost."""
-    def act(loop: "_Loop", key: str) -> None:
+    def act(loop: "_Loop") -> None:
         def flip(an: Animator) -> None:
             value = not getattr(an, attr)
             setattr(an, attr, value)
@@ -304,13 +310,17 @@ def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
     return act
 
 
-KEY_ACTIONS: dict[str, Callable[["_Loop", str], None]] = {
-    "q": _quit, "esc": _quit, "c": _recalibrate, "b": _find_best, "n": _switch_source, "p": _switch_source,
-    "0": _flip("passthrough"), "f": _flip("mirror", lambda loop: loop.intake), "k": _flip("show_kp"), "i": _flip("show_info"),
-    "h": _flip("show_help"), "+": lambda loop, key: loop.framer.zoom_in(),
-    "-": lambda loop, key: loop.framer.zoom_out(), **dict.fromkeys(("left", "right", "up", "down"), _pan),
-    "r": _flip_model("relative", "relative"), "a": _flip_model("adapt_scale", "adapt scale"),
-    "s": _flip_model("smooth", "smoothing"),
+KEY_ACTIONS: dict[str, Callable[["_Loop"], None]] = {
+    "quit": _quit, "calibrate": _recalibrate, "best_moment": _find_best,
+    "next_avatar": _switch_source(1), "previous_avatar": _switch_source(-1),
+    "zoom_in": lambda loop: loop.framer.zoom_in(), "zoom_out": lambda loop: loop.framer.zoom_out(),
+    "pan_left": _pan(-1, 0), "pan_right": _pan(1, 0), "pan_up": _pan(0, -1), "pan_down": _pan(0, 1),
+    "reset_view": lambda loop: loop.framer.reset_view(),
+    "face_tracking": _flip("enabled", lambda loop: loop.framer, "face tracking"),
+    "mirror": _flip("mirror", lambda loop: loop.intake), "pass_through": _flip("passthrough"),
+    "keypoints": _flip("show_kp"), "info": _flip("show_info"), "help": _flip("show_help"),
+    "relative": _flip_model("relative", "relative"), "adapt_scale": _flip_model("adapt_scale", "adapt scale"),
+    "smoothing": _flip_model("smooth", "smoothing"),
 }
 @contextlib.contextmanager
 def _stop_signals(loop: "_Loop") -> Iterator[None]:
@@ -505,8 +515,8 @@ class _Loop:
                     self.clock.add("preview", (time.perf_counter() - t0) * 1000)
                     last_draw = now
                 key = self.preview.poll_key()
-                if key in KEY_ACTIONS:
-                    KEY_ACTIONS[key](self, key)
+                if key in ACTIONS:
+                    KEY_ACTIONS[ACTIONS[key]](self)
             elif live_line is not None and now - last_status > 0.5:
                 live_line.update(Text(self.display.status_line()), refresh=True)
                 last_status = now

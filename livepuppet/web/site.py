@@ -28,6 +28,7 @@ from livepuppet.paths import partial_folder, replace_folder
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
+KEYS_JSON = "keys.json"  # the page's part of livepuppet.live.keys.KEYS: one key table for the page and the desktop
 PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "style.css")
 # What lets the page use SharedArrayBuffer (WebAssembly threads): cross-origin isolation.
 ISOLATION_HEADERS = {
@@ -48,6 +49,13 @@ def web_manifest(manifest: Manifest) -> dict[str, Any]:
     h, w = manifest.frame_size
     return {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
             "numerics": manifest.numerics, "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+
+
+def keys_json() -> bytes:
+    """What the page's keys do: livepuppet.live.keys.page_table(), as the page fetches it."""
+    from livepuppet.live.keys import page_table
+
+    return json.dumps(page_table(), indent=1).encode()
 
 
 def model_files(manifest: Manifest) -> dict[str, Path]:
@@ -122,7 +130,7 @@ class _Handler(SimpleHTTPRequestHandler):
 def make_server(model: Path, port: int = 0) -> ThreadingHTTPServer:
     """A server for the page and ``model`` on 127.0.0.1:``port`` (0: any free port); not started."""
     manifest = read_manifest(model)
-    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode()}
+    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode(), KEYS_JSON: keys_json()}
     files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
     handler = type("Handler", (_Handler,), {"files": files, "blobs": blobs})
     try:
@@ -155,6 +163,7 @@ def export(model: Path, out: Path) -> Path:
             else:
                 shutil.copyfile(path, dest)
         (tmp / MODEL_PREFIX / WEB_MANIFEST).write_text(json.dumps(web_manifest(manifest), indent=1))
+        (tmp / KEYS_JSON).write_bytes(keys_json())
         (tmp / "_headers").write_text(HEADERS_FILE)
         replace_folder(tmp, out)
     except OSError as exc:
