@@ -207,6 +207,7 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision,error", [("fp16", float("nan")), ("int8", 5.0), ("fp16", 0.5)])
 def test_broken_reduced_precision_model_is_not_written(precision: str, error: float) -> None:
+    export = pytest.importorskip("livepuppet.conversion.export")
     errors = [("generator", 1e-6, error)]
     with pytest.raises(export.VerificationError, match=f"the {precision} generator"):
         export._check_errors(errors, precision)
@@ -244,7 +245,7 @@ def test_fps_summary_of_a_single_batch() -> None:
     from livepuppet.live.loop import LiveStats
 
     one_batch = LiveStats(frames=4, seconds=0.0005, batch=4, stop_reason="frames")
-    assert one_batch.fps == 0 and "4 frames in one batch" in one_batch.summary()
+    assert one_batch.fps == 0 and "4 avatar frames in one batch" in one_batch.summary()
     assert "5317" not in one_batch.summary() and " fps " not in one_batch.summary()
     several = LiveStats(frames=9, seconds=2.0, batch=4, stop_reason="frames")
-    assert several.summary().startswith("9 frames at 4.0 fps")
+    assert several.summary().startswith("9 avatar frames at 4.0 fps")
