@@ -537,7 +537,7 @@ def main(argv=None) -> int:
         if not (fp32_folder / "manifest.json").is_file():
             from livepuppet.commands.convert import convert_checkpoint
 
-            convert_checkpoint(ckpt, fp32_folder)
+            convert_checkpoint(ckpt, fp32_folder, numerics="original")
     else:
         report.update(comparison(args, ckpt, torch_models))
     if not args.quick:

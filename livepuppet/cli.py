@@ -144,12 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true",
                    help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
     p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")
+    from livepuppet.fomm.numerics import DEFAULT, NUMERICS
+    p.add_argument("--numerics", choices=tuple(NUMERICS), default=DEFAULT,
+                   help="how the model samples: trained (default): as the published weights were trained "
+                        "(PyTorch 1.0, align_corners=True); original: frame-exact with the original code on "
+                        "today's PyTorch")
 
-    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
+    from livepuppet.live.keys import help_lines
+    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="keys in the preview window (the browser page's c, + / -, arrows, 0 and f mean the "
+                              "same):\n  " + "\n  ".join(help_lines()))
     p.add_argument("--source", action="append", required=True, type=Path,
                    help="portrait image, or a folder of them; repeat for several avatars")
     _engine_args(p)
-    p.add_argument("--camera", default="0", help="camera index, video file or URL (default 0)")
+    p.add_argument("--camera", default="0",
+                   help="camera index, video file or URL (default 0); a video file plays at its own pace, like a "
+                        "camera: frames there is no time for are dropped")
+    p.add_argument("--every-frame", action="store_true",
+                   help="a video file: animate every frame in order, however long it takes (its fps and latency "
+                        "are then the model's, not a camera's)")
     p.add_argument("--camera-size", type=_size, help="capture size WxH")
     p.add_argument("--no-preview", action="store_true", help="no window: feed the virtual camera / recording only")
     p.add_argument("--vcam", action="store_true", help="send the avatar to a virtual camera")

@@ -47,6 +47,30 @@ def home_and_reason() -> tuple[Path, str]:
     return Path(platformdirs.user_data_dir("livepuppet", appauthor=False)).absolute(), "the per-user data folder"
 
 
+def homes() -> list[tuple[Path, str]]:
+    """Every home that may hold checkpoints and models, the one in use first, each with why it is one.
+
+    With $LIVEPUPPET_HOME set, only that one (it was asked for). Otherwise the
+    checkout (of an editable install) and the per-user data folder both: a
+    model converted in the checkout is found when livepuppet runs from another
+    folder, and the other way round.
+    """
+    home, why = home_and_reason()
+    found = [(home, why)]
+    if why == f"${HOME_ENV}":
+        return found
+    import platformdirs
+
+    checkout = _checkout()
+    if checkout is not None:
+        found.append((checkout, "the livepuppet checkout"))
+    found.append((Path(platformdirs.user_data_dir("livepuppet", appauthor=False)).absolute(), "the per-user data folder"))
+    unique: dict[Path, str] = {}
+    for path, reason in found:
+        unique.setdefault(path, reason)
+    return list(unique.items())
+
+
 def _checkout() -> Path | None:
     """The repository this livepuppet runs from, or None for an installed package."""
     root = Path(__file__).resolve().parent.parent

@@ -1,10 +1,15 @@
-"""Libraries imported and run without their log noise: users never see it.
+"""The one place that keeps library log noise from users: TensorFlow's, absl's, LiteRT's, anything native.
 
 TensorFlow's C++ side logs through absl straight to file descriptor 2 at import
-and at its first device query ("oneDNN custom operations are on", "Could not
-find cuda drivers", "failed call to cuInit ... UNKNOWN ERROR (303)");
-``TF_CPP_MIN_LOG_LEVEL`` no longer stops all of it. None of it is for users:
-a real failure still reaches Python as an exception with its message.
+and at its first device query ("All log messages before absl::InitializeLog()",
+"oneDNN custom operations are on", "Could not find cuda drivers", "failed call
+to cuInit ... UNKNOWN ERROR (303)"); ``TF_CPP_MIN_LOG_LEVEL`` no longer stops
+all of it. LiteRT says "Created TensorFlow Lite XNNPACK delegate" the same way.
+None of it is for users: a real failure still reaches Python as an exception
+with its message. So every import of TensorFlow goes through
+:func:`import_tensorflow`, and native calls that talk go inside
+:func:`native_stderr_silenced`. tests/test_first_run.py runs the real first run and
+``web --export`` and reads what they print, line by line.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Iterator
 
 
 def import_tensorflow() -> ModuleType:
-    """Import TensorFlow (once) with descriptor 2 silenced for the import and the GPU probe."""
+    """Import TensorFlow (once) with descriptor 2 silenced for the import and the device set-up."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -11,6 +11,7 @@ The one full vox-256 fp32 conversion is marked ``slow``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from tests.reference import (
     random_video,
     save_checkpoint,
     to_torch_nchw,
+    trained_numerics,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +49,16 @@ SIZE = 64
 NUM_KP = SMALL_PARAMS["common_params"]["num_kp"]
 MODEL_NAMES = ("kp_detector", "source_encoder", "kp_processing", "generator")
 
-# key -> (serialisation, precision, batch); batch None = dynamic.
-MATRIX: dict[str, tuple[str, str, int | None]] = {
-    "legacy-fp32-b1": ("legacy", "fp32", 1),
-    "zip-fp32-dynamic": ("zip", "fp32", None),
-    "legacy-fp16-dynamic": ("legacy", "fp16", None),
-    "zip-int8-b2": ("zip", "int8", 2),
+# key -> (serialisation, precision, batch, numerics); batch None = dynamic. The original numerics
+# (--numerics original, convert's default) are the reference's parity target; "trained" is asked for.
+MATRIX: dict[str, tuple[str, str, int | None, str]] = {
+    "legacy-fp32-b1": ("legacy", "fp32", 1, "original"),
+    "zip-fp32-dynamic": ("zip", "fp32", None, "original"),
+    "legacy-fp16-dynamic": ("legacy", "fp16", None, "original"),
+    "zip-int8-b2": ("zip", "int8", 2, "original"),
     # converted over a copy of legacy-fp32-b1 (plus a stale file): exercises replacing a model
-    "legacy-fp32-b4": ("legacy", "fp32", 4),
+    "legacy-fp32-b4": ("legacy", "fp32", 4, "original"),
+    "zip-fp32-b1-trained": ("zip", "fp32", 1, "trained"),
 }
 REPLACED_KEY, REPLACED_FROM = "legacy-fp32-b4", "legacy-fp32-b1"
 # SMALL converts in a second: the shared folders carry every engine's files (the default convert is
@@ -74,7 +78,7 @@ class SmallModels:
         self.root = root
         self._checkpoints: dict[str, Path] = {}
         self._models: dict[str, Path] = {}
-        self._reference: dict[tuple[bool, bool], np.ndarray] = {}
+        self._reference: dict[tuple[bool, bool, str], np.ndarray] = {}
         self.convert_seconds: dict[str, float] = {}
         self.torch_models = None
         self.source = random_frames(1, SIZE, SIZE, seed=1)
@@ -92,7 +96,7 @@ class SmallModels:
 
     def model(self, key: str) -> Path:
         if key not in self._models:
-            serialisation, precision, batch = MATRIX[key]
+            serialisation, precision, batch, numerics = MATRIX[key]
             checkpoint = self.checkpoint(serialisation)
             out = self.root / "models" / key
             if key == REPLACED_KEY:
@@ -100,7 +104,7 @@ class SmallModels:
                 (out / STALE).write_text("must disappear when the model is replaced")
             args = ["convert", str(checkpoint), "--out", str(out), "--precision", precision,
                     "--batch", "dynamic" if batch is None else str(batch), "--size", f"{SIZE}x{SIZE}",
-                    "--targets", ",".join(SMALL_TARGETS)]
+                    "--targets", ",".join(SMALL_TARGETS), "--numerics", numerics]
             start = time.perf_counter()
             assert main(args) == 0
             self.convert_seconds[key] = time.perf_counter() - start
@@ -108,15 +112,18 @@ class SmallModels:
             self._models[key] = out
         return self._models[key]
 
-    def reference(self, relative: bool = True, adapt_scale: bool = True) -> np.ndarray:
-        """PyTorch animation of self.driving onto self.source, (N, H, W, 3)."""
-        if (relative, adapt_scale) not in self._reference:
+    def reference(self, relative: bool = True, adapt_scale: bool = True, numerics: str = "original") -> np.ndarray:
+        """PyTorch animation of self.driving onto self.source, (N, H, W, 3); ``numerics`` "trained": with
+        every grid_sample at align_corners=True."""
+        key = (relative, adapt_scale, numerics)
+        if key not in self._reference:
             self.checkpoint("legacy")
             generator, kp_detector = self.torch_models
-            out = animate_reference(generator, kp_detector, to_torch_nchw(self.source), to_torch_nchw(self.driving),
-                                    relative=relative, adapt_scale=adapt_scale)
-            self._reference[(relative, adapt_scale)] = out.numpy().transpose(0, 2, 3, 1)
-        return self._reference[(relative, adapt_scale)]
+            with trained_numerics() if numerics == "trained" else contextlib.nullcontext():
+                out = animate_reference(generator, kp_detector, to_torch_nchw(self.source),
+                                        to_torch_nchw(self.driving), relative=relative, adapt_scale=adapt_scale)
+            self._reference[key] = out.numpy().transpose(0, 2, 3, 1)
+        return self._reference[key]
 
 
 _SHARED: dict[Path, SmallModels] = {}
@@ -173,7 +180,7 @@ def _expected_variants(precision: str) -> set[tuple[str, str, str, str]]:
 def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> None:
     from livepuppet.conversion.targets.tflite import make_interpreter, tflite_ops
 
-    serialisation, precision, batch = MATRIX[key]
+    serialisation, precision, batch, numerics = MATRIX[key]
     folder = small.model(key)
     checkpoint = small.checkpoint(serialisation)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -181,7 +188,7 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
 
     assert manifest["format"] == 2
     assert manifest["livepuppet_version"] == __version__ and manifest["tensorflow_version"]
-    assert manifest["batch"] == batch == model.batch and manifest["numerics"] == "original"
+    assert manifest["batch"] == batch == model.batch and manifest["numerics"] == numerics == model.numerics
     assert manifest["checkpoint"] == {"name": checkpoint.name,
                                       "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
     config = manifest["config"]
@@ -503,20 +510,23 @@ VOX_FRAMES = 3
 
 @pytest.fixture(scope="session")
 def vox_fp32(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A random-weight vox-256 checkpoint converted at fp32 (batch 1), and PyTorch's results on a short video."""
+    """A random-weight vox-256 checkpoint converted at fp32 (batch 1) with the trained numerics, and
+    PyTorch's results on a short video with every grid_sample at align_corners=True."""
     from livepuppet.commands.convert import convert_checkpoint
     from tests.reference import normalize_kp
 
     root = tmp_path_factory.mktemp("vox")
     generator, kp_detector = make_checkpoint(root / "vox-random.pth.tar", VOX_PARAMS, seed=0)
     start = time.perf_counter()
-    folder = convert_checkpoint(root / "vox-random.pth.tar", root / "vox-fp32")
+    folder = convert_checkpoint(root / "vox-random.pth.tar", root / "vox-fp32", numerics="trained")
     seconds = time.perf_counter() - start
     print(f"\nvox-256 fp32 converted in {seconds:.1f} s")
 
     source = random_frames(1, 256, 256, seed=1)
     driving = random_video(VOX_FRAMES, 256, 256, seed=2, speed=0.03)
     with torch.no_grad():
+        original = animate_reference(generator, kp_detector, to_torch_nchw(source), to_torch_nchw(driving))
+    with torch.no_grad(), trained_numerics():
         kp_source = kp_detector(to_torch_nchw(source))
         kp_driving = kp_detector(to_torch_nchw(driving))
         initial = {k: v[:1] for k, v in kp_driving.items()}
@@ -529,7 +539,8 @@ def vox_fp32(tmp_path_factory: pytest.TempPathFactory) -> dict:
     numpy = lambda kp: {k: v.numpy() for k, v in kp.items()}  # noqa: E731
     return {"folder": folder, "checkpoint": root / "vox-random.pth.tar", "seconds": seconds, "source": source, "driving": driving,
             "kp_source": numpy(kp_source), "kp_driving": numpy(kp_driving), "kp_norm": numpy(norm),
-            "generated": generated.numpy().transpose(0, 2, 3, 1), "animation": animation.numpy().transpose(0, 2, 3, 1)}
+            "generated": generated.numpy().transpose(0, 2, 3, 1), "animation": animation.numpy().transpose(0, 2, 3, 1),
+            "animation_original": original.numpy().transpose(0, 2, 3, 1)}
 
 
 @pytest.mark.slow
@@ -593,6 +604,8 @@ def test_vox256_fp32_matches_pytorch(vox_fp32: dict, engine: str) -> None:
     sizes = {m: model.find(m, "tflite").files[0].bytes for m in MODEL_NAMES}
     print(f"\nvox-256 fp32 {engine}: per model {{{', '.join(f'{k}: {e:.2e}' for k, e in errors.items())}}}; "
           f"animation max abs {end_to_end.max():.2e}, mean {end_to_end.mean():.2e}; .tflite bytes {sizes}")
+    apart = np.abs(v["animation"] - v["animation_original"]) * 255
+    print(f"the reference's two numerics on these frames: {apart.mean():.3f} levels mean, {apart.max():.2f} max apart")
     for name, err in errors.items():
         assert err <= 1e-4, name
     assert got.shape == v["animation"].shape

@@ -63,9 +63,9 @@ def _animate(engine: Engine, source: np.ndarray, driving: np.ndarray, relative: 
 @pytest.mark.parametrize("engine", ["tflite", "savedmodel"])
 @pytest.mark.parametrize("key", list(MATRIX))
 def test_engine_matches_pytorch(small: SmallModels, key: str, engine: str) -> None:
-    _, precision, batch = MATRIX[key]
+    _, precision, batch, numerics = MATRIX[key]
     got = _animate(_engine(small, key, engine), small.source, small.driving)
-    expected = small.reference()
+    expected = small.reference(numerics=numerics)
     err = np.abs(got - expected)
     # The SavedModels are the fp32 graph whatever --precision says; only the .tflite files are reduced.
     exact = precision == "fp32" or engine == "savedmodel"
@@ -78,6 +78,20 @@ def test_engine_matches_pytorch(small: SmallModels, key: str, engine: str) -> No
     if not exact:
         assert err.mean() <= REDUCED_TOLERANCE[precision]["mean"]
     assert float(np.abs(expected[0] - expected[-1]).mean()) > 1e-3  # the reference really moves
+
+
+def test_trained_numerics_match_the_reference_patched_to_align_corners(small: SmallModels) -> None:
+    """convert's default, --numerics trained, against the reference with every grid_sample at
+    align_corners=True (the PyTorch 1.0 behaviour the published weights were trained with)."""
+    got = _animate(_engine(small, "zip-fp32-b1-trained", "tflite"), small.source, small.driving)
+    trained, original = small.reference(numerics="trained"), small.reference(numerics="original")
+    err, apart = np.abs(got - trained) * 255, np.abs(trained - original) * 255
+    print(f"\ntrained numerics: {err.max():.4f} levels max ({err.mean():.5f} mean) from the patched reference; "
+          f"the two numerics {apart.max():.2f} max, {apart.mean():.3f} mean levels apart")
+    assert err.max() <= 1.0
+    assert apart.max() >= 20 * max(err.max(), 0.01)  # the switch changes the picture, far beyond the error
+    assert read_folder(small.model("zip-fp32-b1-trained")).numerics == "trained"
+    assert read_folder(small.model("legacy-fp32-b1")).numerics == "original"
 
 
 @pytest.mark.parametrize("relative,adapt_scale", [(False, False), (True, False), (False, True)])

@@ -356,7 +356,7 @@ def test_fps_summary_of_a_single_batch() -> None:
     from livepuppet.live.loop import LiveStats
 
     one_batch = LiveStats(frames=4, seconds=0.0005, batch=4, stop_reason="frames")
-    assert one_batch.fps == 0 and "4 frames in one batch" in one_batch.summary()
+    assert one_batch.fps == 0 and "4 avatar frames in one batch" in one_batch.summary()
     assert "5317" not in one_batch.summary() and " fps " not in one_batch.summary()
     several = LiveStats(frames=9, seconds=2.0, batch=4, stop_reason="frames")
-    assert several.summary().startswith("9 frames at 4.0 fps")
+    assert several.summary().startswith("9 avatar frames at 4.0 fps")

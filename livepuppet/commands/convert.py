@@ -25,17 +25,24 @@ def model_name(checkpoint: Path) -> str:
 def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | None = None,
                        precision: str = "fp32", batch: int | None = 1,
                        size: tuple[int, int] | None = None, *, infer_on_mismatch: bool = False,
-                       targets: tuple[str, ...] | None = None, numerics: str = "original") -> Path:
+                       targets: tuple[str, ...] | None = None, numerics: str | None = None) -> Path:
     """Read, check and convert a checkpoint; returns the model folder.
 
     ``infer_on_mismatch``: when ``config`` is unknown or does not fit the
     checkpoint, read the architecture off the checkpoint instead of failing,
     keeping the config's frame size when it has one (first runs: a registry
     entry's preset names the published model, a mirror may hold another one).
+    ``numerics``: how the model samples (livepuppet.fomm.numerics; None: the default, ``original``).
     """
+    from livepuppet.fomm.numerics import DEFAULT
+
+    numerics = numerics or DEFAULT
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import check_finite, load_checkpoint
     from livepuppet.errors import ConfigError
+    from livepuppet.quiet import import_tensorflow
+
+    import_tensorflow()  # before the conversion modules import it the noisy way (a first run comes here from run)
 
     start = time.perf_counter()
     out = out or models_dir() / model_name(checkpoint)
@@ -65,7 +72,7 @@ def convert_checkpoint(checkpoint: Path, out: Path | None = None, config: str | 
 
     check_destination(out)
     console.print(f"converting {checkpoint.name}: {cfg.num_kp} keypoints, {cfg.frame_shape[1]}x{cfg.frame_shape[0]}, "
-                  f"{precision}, batch {batch if batch else 'dynamic'}")
+                  f"{precision}, batch {batch if batch else 'dynamic'}, {numerics} numerics")
     build(ckpt, cfg, out, targets=targets or DEFAULT_TARGETS, precision=precision, batch=batch,
           numerics=numerics, console=console)
     console.print(f"total {time.perf_counter() - start:.1f} s")
@@ -83,11 +90,26 @@ def convert(args: argparse.Namespace) -> int:
         outputs.check(args.web, [*conversion_inputs(args.checkpoint, args.config), model])
     targets = tuple(args.targets) + (("int8",) if args.fast else ())
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
-                             targets=targets)
+                             targets=targets, numerics=args.numerics)
     if getattr(args, "web", None):
         from livepuppet.web.site import export
 
         console.print(f"[green]web page written to {export(out, args.web)}[/]")
+    console.print(f"next: {next_command(out)}")
     return 0
+
+
+def next_command(model: Path) -> str:
+    """The command that runs a converted model: no --model for the default one where `run` looks for it."""
+    from livepuppet.errors import LivepuppetError
+    from livepuppet.hub.registry import get_entry
+    from livepuppet.paths import MODELS_FOLDER, homes
+
+    try:
+        default = model_name(Path(get_entry().filename))
+        found = any(model.absolute() == home / MODELS_FOLDER / default for home, _ in homes())
+    except LivepuppetError:  # an unreadable registry: name the model, which always works
+        found = False
+    return "livepuppet run --source face.png" + ("" if found else f" --model {model}")
 
 

@@ -105,7 +105,7 @@ def startup_and_memory(first_frame_at: float) -> str:
     parts = []
     age = process_age()
     if first_frame_at and age is not None:
-        parts.append(f"first avatar frame {age - (time.perf_counter() - first_frame_at):.1f} s after start")
+        parts.append(f"first avatar frame {age - (time.monotonic() - first_frame_at):.1f} s after start")
     peak = peak_memory_mb()
     if peak is not None:
         parts.append(f"peak memory {peak:.0f} MB")
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         model = resolve_model(args.model, download_ok=True, yes=args.yes)
         engine = open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
         sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
-        capture = open_camera(args.camera, args.camera_size)
+        capture = open_camera(args.camera, args.camera_size, paced=not getattr(args, "every_frame", False))
         stack.callback(capture.release)
         pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                             smoothing=args.smoothing, rate=getattr(capture, "fps", None) or DEFAULT_RECORD_FPS)

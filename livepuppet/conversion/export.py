@@ -30,6 +30,7 @@ from livepuppet.conversion.targets import DEFAULT_TARGETS, TARGETS, resolve_targ
 from livepuppet.errors import LivepuppetError
 from livepuppet.fomm.checkpoint import Checkpoint
 from livepuppet.fomm.config import ModelConfig
+from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
 from livepuppet.modelfolder.read import read_folder
 from livepuppet.modelfolder.schema import MANIFEST, ModelFolder, to_json
 
@@ -39,7 +40,7 @@ class VerificationError(LivepuppetError):
 
 
 def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, targets: Iterable[str] = DEFAULT_TARGETS,
-          precision: str = "fp32", batch: int | None = 1, numerics: str = "original",
+          precision: str = "fp32", batch: int | None = 1, numerics: str = DEFAULT_NUMERICS,
           console: Console | None = None, on_model_built: Callable[[str], None] | None = None) -> ModelFolder:
     """Convert a checkpoint into the model folder ``out``; returns the folder as written.
 

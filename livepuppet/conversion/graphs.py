@@ -16,6 +16,7 @@ import tensorflow as tf
 from livepuppet.fomm.checkpoint import Checkpoint
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.fomm.modules import FOMM, GRAPHS
+from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
 from livepuppet.modelfolder.schema import Signature, Tensor
 
 
@@ -78,14 +79,14 @@ def networks(fomm: FOMM, batch: int | None) -> list[Network]:
 class Graphs:
     """The checkpoint's FOMM in each graph asked for, built on first use."""
 
-    def __init__(self, checkpoint: Checkpoint, cfg: ModelConfig, batch: int | None, numerics: str = "original"):
+    def __init__(self, checkpoint: Checkpoint, cfg: ModelConfig, batch: int | None, numerics: str = DEFAULT_NUMERICS):
         self.checkpoint, self.cfg, self.batch, self.numerics = checkpoint, cfg, batch, numerics
         self._fomms: dict[str, FOMM] = {}
 
     def fomm(self, graph: str) -> FOMM:
         if graph not in self._fomms:
             self._fomms[graph] = FOMM(self.cfg, self.checkpoint.generator, self.checkpoint.kp_detector,
-                                      rewrites=GRAPHS[graph])
+                                      rewrites=GRAPHS[graph], numerics=self.numerics)
         return self._fomms[graph]
 
     def networks(self, graph: str) -> list[Network]:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from livepuppet.fomm import numerics
 from livepuppet.fomm.config import ModelConfig
 
 FORMAT = 2  # bump when a folder made by an older livepuppet can no longer be read (or migrated: legacy.py)
@@ -26,7 +27,7 @@ NETWORKS = ("kp_detector", "source_encoder", "kp_processing", "generator")
 BACKENDS = ("tflite", "openvino", "savedmodel", "onnx", "litertjs")
 GRAPHS = ("plain", "xnnpack", "browser")  # livepuppet.fomm.modules.rewrites.GRAPHS
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-NUMERICS = ("original", "trained")  # grid_sample as the original runs today (align_corners=False) / as trained
+NUMERICS = tuple(numerics.NUMERICS)  # how grid_sample aligns corners (livepuppet.fomm.numerics)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ModelFolder:
     variants: tuple[Variant, ...]
     checkpoint_name: str = ""
     checkpoint_sha256: str = ""
-    numerics: str = "original"
+    numerics: str = numerics.LEGACY
     livepuppet_version: str = ""
     tensorflow_version: str = ""
     created: str = ""

@@ -31,6 +31,7 @@ from livepuppet.modelfolder.schema import NETWORKS, ModelFolder, Variant
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
+KEYS_JSON = "keys.json"  # the page's part of livepuppet.live.keys.KEYS: one key table for the page and the desktop
 PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "style.css")
 MAX_MODEL_FILE = 2**31  # a .tflite is a FlatBuffer, which cannot pass 2 GiB
 TFLITE_ID = b"TFL3"  # the FlatBuffer file identifier, bytes 4-8 of every .tflite
@@ -63,7 +64,15 @@ def web_manifest(folder: ModelFolder) -> dict[str, Any]:
     h, w = folder.frame_size
     variants = page_variants(folder)
     return {"frame_size": [h, w], "num_kp": folder.num_kp, "precision": variants["generator"].precision,
-            "batch": folder.batch, "models": {name: f"{name}.tflite" for name in NETWORKS}}
+            "numerics": folder.numerics, "batch": folder.batch,
+            "models": {name: f"{name}.tflite" for name in NETWORKS}}
+
+
+def keys_json() -> bytes:
+    """What the page's keys do: livepuppet.live.keys.page_table(), as the page fetches it."""
+    from livepuppet.live.keys import page_table
+
+    return json.dumps(page_table(), indent=1).encode()
 
 
 def model_files(folder: ModelFolder) -> dict[str, Path]:
@@ -139,7 +148,7 @@ class _Handler(SimpleHTTPRequestHandler):
 def make_server(model: Path, port: int = 0) -> ThreadingHTTPServer:
     """A server for the page and ``model`` on 127.0.0.1:``port`` (0: any free port); not started."""
     manifest = read_folder(model)
-    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode()}
+    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode(), KEYS_JSON: keys_json()}
     files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
     handler = type("Handler", (_Handler,), {"files": files, "blobs": blobs})
     try:
@@ -178,6 +187,7 @@ def export(model: Path, out: Path) -> Path:
             else:
                 shutil.copyfile(path, dest)
         (tmp / MODEL_PREFIX / WEB_MANIFEST).write_text(json.dumps(web_manifest(manifest), indent=1))
+        (tmp / KEYS_JSON).write_bytes(keys_json())
         (tmp / "_headers").write_text(HEADERS_FILE)
         outputs.replace_folder(tmp, out)
     except OSError as exc:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -24,9 +22,9 @@ def interpreter_module():
         from ai_edge_litert import interpreter
         return interpreter
     except ImportError:
-        import tensorflow as tf  # the one fallback the engine may import
+        from livepuppet.quiet import import_tensorflow  # the one fallback the engine may import
 
-        return tf.lite
+        return import_tensorflow().lite
 
 
 class TFLiteEngine(Engine):
