@@ -206,7 +206,7 @@ def _check_replaceable(out: Path) -> None:
         return
     if not out.is_dir() or (any(out.iterdir()) and not (out / MODEL_PREFIX / WEB_MANIFEST).is_file()):
         raise LivepuppetError(f"{out} exists and is not a livepuppet web export; choose another folder")
-    ours = {*PAGE_FILES, "vendor", MODEL_PREFIX.rstrip("/"), "_headers"}
+    ours = {*PAGE_FILES, "vendor", MODEL_PREFIX.rstrip("/"), "_headers", KEYS_JSON}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
     if foreign:
         raise LivepuppetError(f"{out} holds {foreign[0]}, which an export did not write, and exporting again would "
