@@ -85,24 +85,23 @@ def test_folder_lists_the_openvino_variants(small: SmallModels) -> None:
 def test_bf16_weights_halve_the_file_and_compute_the_same(small: SmallModels, tmp_path: Path) -> None:
     """At bf16 the bf16-weights IR computes what float32 weights compute, to the bit, from half the file."""
     from livepuppet.conversion import openvino_ir
-    from livepuppet.conversion.graphs import Graphs, sample_inputs
+    from livepuppet.conversion.graphs import Graphs
     from livepuppet.conversion.targets.openvino import _ir_from
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(small.checkpoint("zip"))
     graphs = Graphs(ckpt, cfgmod.infer(ckpt.generator, ckpt.kp_detector).with_frame_shape(64, 64), 1)
-    network = next(n for n in graphs.networks("plain") if n.name == "generator")
+    network = graphs.traced("plain", tmp_path / "scratch", ["generator"])["generator"]
     fp32, bf16 = tmp_path / "generator.xml", tmp_path / "generator.bf16.xml"
-    _ir_from(*network.concrete(), fp32)
+    _ir_from(network.saved, fp32)
     stored = openvino_ir.save_with_bf16_weights(fp32, bf16)
     ratio = bf16.with_suffix(".bin").stat().st_size / fp32.with_suffix(".bin").stat().st_size
     print(f"\nbf16 weights: {stored} tensors, .bin {ratio:.2f}x the float32 one")
     assert stored > 0 and ratio < 0.6
     if not cpu.current().bf16:
         pytest.skip("this CPU computes no bf16: the same-to-the-bit half cannot run here")
-    inputs = sample_inputs(graphs.fomm("plain"), network, 1)
-    want, got = (openvino_ir.run(xml, inputs, precision="bf16") for xml in (fp32, bf16))
+    want, got = (openvino_ir.run(xml, network.inputs, precision="bf16") for xml in (fp32, bf16))
     diff = max(float(np.abs(want[k] - got[k]).max()) for k in want)
     print(f"{diff:.1e} from float32 weights at bf16")
     assert diff == 0.0

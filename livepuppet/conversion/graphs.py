@@ -1,14 +1,21 @@
 """The four networks as traced TensorFlow functions, and the sample inputs every export is verified on.
 
 A :class:`Graphs` holds one FOMM per graph a target asks for (the plain graph,
-or a back end's rewrite of it: :mod:`livepuppet.fomm.modules.rewrites`), each
-built once from the checkpoint and shared by every target of a convert.
+or a back end's rewrite of it: :mod:`livepuppet.fomm.modules.rewrites`). Each
+graph's networks are traced once (:meth:`Graphs.traced`): saved as SavedModels
+in the convert's scratch folder with their outputs on sample inputs, after which
+the graph's weights are let go. Every target converts from those files and
+checks against those outputs, so a convert never holds a graph's weights while
+TensorFlow's converter makes its own copies of them (vox-256 peak: 3.6 GB held
+both; see benchmarks/first_run_memory.py).
 """
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +24,8 @@ from livepuppet.fomm.checkpoint import Checkpoint
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.fomm.modules import FOMM, GRAPHS
 from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
-from livepuppet.modelfolder.schema import Signature, Tensor
+from livepuppet.modelfolder.schema import NETWORKS, Signature, Tensor
+from livepuppet.quiet import native_stderr_silenced
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,18 @@ def networks(fomm: FOMM, batch: int | None) -> list[Network]:
     ]
 
 
+@dataclass(frozen=True)
+class Traced:
+    """A network saved as a SavedModel, with sample inputs and the TensorFlow graph's outputs on them."""
+
+    name: str
+    graph: str
+    saved: Path
+    signature: Signature
+    inputs: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+
+
 class Graphs:
     """The checkpoint's FOMM in each graph asked for, built on first use."""
 
@@ -95,6 +115,42 @@ class Graphs:
     def drop(self, graph: str) -> None:
         """Let a graph's weights go once no target needs it (a vox-256 FOMM holds about 300 MB)."""
         self._fomms.pop(graph, None)
+        give_back_memory()
+
+    def traced(self, graph: str, scratch: Path, names: Iterable[str] = NETWORKS) -> dict[str, Traced]:
+        """The networks ``names`` of ``graph``, each traced once into ``scratch``; then the graph is let go."""
+        names = list(names)
+        done = getattr(self, "_traced", {})
+        self._traced = done
+        missing = [n for n in names if (graph, n) not in done]
+        if missing:
+            fomm = self.fomm(graph)
+            for network in self.networks(graph):
+                if network.name in missing:
+                    done[(graph, network.name)] = _trace(fomm, network, graph, scratch, self.batch or 2)
+            self.drop(graph)
+        return {n: done[(graph, n)] for n in names}
+
+
+def give_back_memory() -> None:
+    """Collect garbage, then hand freed heap pages back to the system (glibc's ``malloc_trim``; elsewhere a
+    no-op): TensorFlow frees tensors into the C heap, which otherwise keeps them counted in the process."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _trace(fomm: FOMM, network: Network, graph: str, scratch: Path, batch: int) -> Traced:
+    holder, concrete = network.concrete()
+    inputs = sample_inputs(fomm, network, batch)
+    saved = scratch / graph / network.name
+    with native_stderr_silenced():
+        tf.saved_model.save(holder, str(saved), signatures={"serving_default": concrete})
+    return Traced(network.name, graph, saved, signature(network, concrete), inputs, run_concrete(concrete, inputs))
 
 
 def signature(network: Network, concrete) -> Signature:

@@ -7,16 +7,14 @@ Every variant is run on OpenVINO here and compared with its TensorFlow graph.
 from __future__ import annotations
 
 from dataclasses import replace
-
-import tensorflow as tf
+from pathlib import Path
 
 from livepuppet.conversion import openvino_ir
-from livepuppet.conversion.graphs import max_error, run_concrete, sample_inputs
+from livepuppet.conversion.graphs import max_error
 from livepuppet.conversion.job import Check, Job
-from livepuppet.conversion.targets.tflite import FP32_TOLERANCE
+from livepuppet.conversion.targets.tflite import FP32_TOLERANCE, to_tflite
 from livepuppet.errors import LivepuppetError
 from livepuppet.modelfolder.schema import Variant, Verified
-from livepuppet.quiet import native_stderr_silenced
 from livepuppet.runtime import cpu as cpumod
 
 DIRNAME = "openvino"
@@ -35,21 +33,18 @@ def build(job: Job) -> None:
 
 def _xnnpack_graph(job: Job) -> None:
     """float32 .tflite files are OpenVINO's variants as they are; other precisions get float32 IR files."""
-    fomm = job.graphs.fomm("xnnpack")
-    for network in job.graphs.networks("xnnpack"):
-        task = job.progress.add_task(f"{network.name} (OpenVINO)", total=2, step="reading")
-        holder, concrete = network.concrete()
-        lite = job.find(network.name, "tflite")
+    for name, network in job.graphs.traced("xnnpack", job.scratch_dir).items():
+        task = job.progress.add_task(f"{name} (OpenVINO)", total=2, step="reading")
+        lite = job.find(name, "tflite")
         if lite is not None and lite.precision == "fp32" and lite.graph == "xnnpack":
             variant = replace(lite, backend="openvino", verified=Verified())
         else:
-            xml = job.tmp / DIRNAME / f"{network.name}.xml"
-            _ir_from(holder, concrete, xml)
-            variant = Variant(network.name, "openvino", "xnnpack", "fp32", (job.entry(xml), job.entry(_bin(xml))))
+            xml = job.tmp / DIRNAME / f"{name}.xml"
+            _ir_from(network.saved, xml)
+            variant = Variant(name, "openvino", "xnnpack", "fp32", (job.entry(xml), job.entry(_bin(xml))))
         job.progress.update(task, advance=1, step="verifying")
-        inputs = sample_inputs(fomm, network, job.batch or 2)
-        error = max_error(run_concrete(concrete, inputs),
-                          openvino_ir.run(job.tmp / variant.files[0].path, inputs, tensors=dict(variant.tensors)))
+        got = openvino_ir.run(job.tmp / variant.files[0].path, network.inputs, tensors=dict(variant.tensors))
+        error = max_error(network.expected, got)
         variant = replace(variant, verified=Verified("tensorflow", "fp32", error))
         job.add(variant, Check(variant.short, error, FP32_TOLERANCE))
         job.progress.update(task, advance=1, step="done")
@@ -58,42 +53,35 @@ def _xnnpack_graph(job: Job) -> None:
 def _plain_generator(job: Job) -> None:
     """The plain graph's generator as IR with bf16 weights; its float32 IR is kept for the int8 target."""
     task = job.progress.add_task("generator (OpenVINO, plain graph, bf16 weights)", total=3, step="tracing")
-    fomm = job.graphs.fomm("plain")
-    network = next(n for n in job.graphs.networks("plain") if n.name == "generator")
-    holder, concrete = network.concrete()
+    network = job.graphs.traced("plain", job.scratch_dir, ["generator"])["generator"]
     fp32 = job.scratch_dir / "generator.plain.fp32.xml"
-    _ir_from(holder, concrete, fp32)
+    _ir_from(network.saved, fp32)
     job.scratch["generator.plain.fp32.xml"] = fp32
     job.progress.update(task, advance=1, step="bf16 weights")
     xml = job.tmp / DIRNAME / "generator.plain.bf16.xml"
     openvino_ir.save_with_bf16_weights(fp32, xml)
     job.progress.update(task, advance=1, step="verifying")
-    inputs = sample_inputs(fomm, network, job.batch or 2)
-    error = max_error(run_concrete(concrete, inputs), openvino_ir.run(xml, inputs))
+    error = max_error(network.expected, openvino_ir.run(xml, network.inputs))
     variant = Variant("generator", "openvino", "plain", "bf16", (job.entry(xml), job.entry(_bin(xml))),
                       Verified("tensorflow", "fp32", error))
     job.add(variant, Check(f"{variant.short} @fp32", error, BF16_WEIGHTS_AT_FP32_TOLERANCE))
     if cpumod.current().fast_precision() == "bf16":  # where this CPU computes bf16: the same to the bit
-        want, got = (openvino_ir.run(path, inputs, precision="bf16") for path in (fp32, xml))
+        want, got = (openvino_ir.run(path, network.inputs, precision="bf16") for path in (fp32, xml))
         job.checks.append(Check(f"{variant.short} @bf16", max_error(want, got), BF16_WEIGHTS_TOLERANCE,
-                                against="fp32 weights"))
+                                against="fp32 IR"))
     job.progress.update(task, advance=1, step="done")
-    job.graphs.drop("plain")
 
 
-def _ir_from(holder: tf.Module, concrete, xml) -> None:
+def _ir_from(saved: Path, xml: Path) -> None:
     """A float32 IR of a traced network, by way of a float32 .tflite made in passing."""
     source = xml.with_suffix(".tflite")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     xml.parent.mkdir(parents=True, exist_ok=True)
-    with native_stderr_silenced():
-        source.write_bytes(converter.convert())
+    source.write_bytes(to_tflite(saved, "fp32"))
     try:
         openvino_ir.convert(source, xml)
     finally:
         source.unlink(missing_ok=True)
 
 
-def _bin(xml):
+def _bin(xml: Path) -> Path:
     return xml.with_suffix(".bin")

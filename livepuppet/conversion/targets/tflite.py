@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from livepuppet.conversion.graphs import max_error, run_concrete, sample_inputs, signature
+from livepuppet.conversion.graphs import give_back_memory, max_error
 from livepuppet.conversion.job import Check, Job
 from livepuppet.modelfolder.schema import Variant, Verified
 from livepuppet.quiet import native_stderr_silenced
@@ -36,8 +36,13 @@ def stored_precision(network: str, precision: str) -> str:
     return "fp32" if network in FLOAT32_NETWORKS.get(precision, ()) else precision
 
 
-def to_tflite(holder: tf.Module, concrete, precision: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+def to_tflite(saved: Path, precision: str) -> bytes:
+    """A traced network's SavedModel as a .tflite file's bytes, at ``precision``.
+
+    From the SavedModel rather than the live function: TensorFlow's converter
+    then holds fewer copies of the weights (vox-256 generator: 1.5 GB on top,
+    against 1.9 GB from the function)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on LiteRT alone
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -80,22 +85,20 @@ def run_tflite(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 def build(job: Job) -> None:
     """Write ``<network>.tflite`` for each network and check it against its TensorFlow graph."""
-    fomm = job.graphs.fomm(GRAPH)
-    for network in job.graphs.networks(GRAPH):
-        task = job.progress.add_task(f"{network.name} (LiteRT)", total=3, step="tracing")
-        holder, concrete = network.concrete()
-        stored = stored_precision(network.name, job.precision)
-        job.progress.update(task, advance=1, step="converting")
-        path = job.tmp / f"{network.name}.tflite"
-        path.write_bytes(to_tflite(holder, concrete, stored))
+    traced = job.graphs.traced(GRAPH, job.scratch_dir)
+    for name, network in traced.items():
+        task = job.progress.add_task(f"{name} (LiteRT)", total=2, step="converting")
+        stored = stored_precision(name, job.precision)
+        path = job.tmp / f"{name}.tflite"
+        path.write_bytes(to_tflite(network.saved, stored))
+        give_back_memory()  # the converter's copies of the weights
         job.progress.update(task, advance=1, step="verifying")
-        inputs = sample_inputs(fomm, network, job.batch or 2)
-        error = max_error(run_concrete(concrete, inputs), run_tflite(path, inputs))
-        job.signatures[network.name] = signature(network, concrete)
-        variant = Variant(network.name, "tflite", GRAPH, stored, (job.entry(path),), Verified("tensorflow", stored,
-                          error), tensor_names(path))
+        error = max_error(network.expected, run_tflite(path, network.inputs))
+        job.signatures[name] = network.signature
+        variant = Variant(name, "tflite", GRAPH, stored, (job.entry(path),), Verified("tensorflow", stored, error),
+                          tensor_names(path))
         limit = FP32_TOLERANCE if stored == "fp32" else REDUCED_TOLERANCE[stored]
         job.add(variant, Check(variant.short, error, limit))
         job.progress.update(task, advance=1, step="done")
         if job.on_built:
-            job.on_built(network.name)
+            job.on_built(name)
