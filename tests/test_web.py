@@ -29,7 +29,8 @@ from livepuppet.cli import main
 from livepuppet.runtime.engines import open_engine
 from livepuppet.media import to_uint8
 from livepuppet.runtime.pipeline import Pipeline
-from livepuppet.web.site import STATIC, make_server
+from livepuppet.web.page_server import make_server
+from livepuppet.web.site import STATIC
 from tests import browser
 from tests.test_convert import SmallModels, shared_small_models
 
