@@ -54,6 +54,17 @@ def _checkout() -> Path | None:
     return None
 
 
+def cache_dir() -> Path:
+    """The per-user cache folder (``$LIVEPUPPET_CACHE``, else e.g. ``~/.cache/livepuppet``): what can be fetched
+    or made again, such as a remote server's keypoint models."""
+    value = os.environ.get("LIVEPUPPET_CACHE", "").strip()
+    if value:
+        return Path(value).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("livepuppet", appauthor=False)).absolute()
+
+
 def checkpoint_dir() -> Path:
     """The folder where checkpoints are downloaded to and looked up in."""
     return home_dir() / CHECKPOINT_FOLDER

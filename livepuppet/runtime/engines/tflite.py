@@ -40,16 +40,17 @@ class TFLiteEngine(Engine):
 
     name = "tflite"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None):
+    def __init__(self, manifest: Manifest, threads: int | None = None, models: tuple[str, ...] = MODEL_NAMES):
+        """``models``: the ones to load (a remote client loads only the keypoint models)."""
         super().__init__(manifest)
         lite = _interpreter_module()
         self.threads = threads or os.cpu_count() or 1
-        paths = {model: manifest.path(model, "tflite") for model in MODEL_NAMES}
+        paths = {model: manifest.path(model, "tflite") for model in models}
         for path in paths.values():
             if not path.is_file():
                 raise ModelFolderError(f"{path} is missing; convert the checkpoint again")
         self._runners = {}
-        for model in sorted(MODEL_NAMES, key=lambda m: paths[m].stat().st_size, reverse=True):
+        for model in sorted(paths, key=lambda m: paths[m].stat().st_size, reverse=True):
             path = paths[model]
             try:
                 with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
