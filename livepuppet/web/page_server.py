@@ -56,7 +56,8 @@ class _Gone:
         if entry.relative not in self.said:
             self.said.add(entry.relative)
             self.console.print(f"livepuppet web: {entry.path} can no longer be served ({why}); "
-                               "convert the model again and restart `livepuppet web`", markup=False, highlight=False)
+                               "convert the model again and restart `livepuppet web`", markup=False, highlight=False,
+                               soft_wrap=True)
 
 
 def page_app(model: Path, console: Console | None = None) -> Starlette:
