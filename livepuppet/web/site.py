@@ -23,7 +23,7 @@ from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest, read_manifest
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
-PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "remote.js", "style.css")
 # What lets the page use SharedArrayBuffer (WebAssembly threads): cross-origin isolation.
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -40,9 +40,12 @@ def web_manifest(manifest: Manifest) -> dict[str, Any]:
         batch = "a dynamic batch" if manifest.batch is None else f"a batch of {manifest.batch}"
         raise ModelFolderError(f"{manifest.folder} has {batch}; the web page needs one frame per call: "
                                "convert it with --batch 1")
+    from livepuppet.remote.protocol import model_id
+
     h, w = manifest.frame_size
     return {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
-            "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+            "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES},
+            "model_id": model_id(manifest)}  # what a server's model must match for ?server= (its keypoints)
 
 
 def model_files(manifest: Manifest) -> dict[str, Path]:
