@@ -470,3 +470,15 @@ def _spawn_server(model: Path, port: int = 0) -> tuple[int, subprocess.Popen]:
     assert found, line + proc.stderr.read() if proc.poll() is not None else line
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe from filling
     return int(found.group(1)), proc
+
+
+def test_a_second_frame_in_flight_only_where_it_overlaps_something() -> None:
+    """Two in flight hide the network and the client's own work; with the server the only bottleneck a second
+    frame would just wait behind the first (a frame more of latency), so then it is one."""
+    client = RemoteClient("ws://127.0.0.1:1")
+    client.recent_ms.update(server=55.0, network=1.5, client=6.0)   # loopback, the server on the same CPU
+    assert client.in_flight_limit() == 1
+    client.recent_ms.update(server=10.0, network=2.0, client=15.0)  # a GPU server: keypoints here take longer
+    assert client.in_flight_limit() == 2
+    client.recent_ms.update(server=55.0, network=30.0, client=6.0)  # a far server: the round trip is the network
+    assert client.in_flight_limit() == 2

@@ -165,8 +165,11 @@ class _Worker(threading.Thread):
         return len(self.inbox) >= (1 if self.live else self.batch)
 
     def run(self) -> None:
+        wait_ready = getattr(self.animator, "wait_ready", None)  # a remote generator with its frames in flight
         try:
             while True:
+                while wait_ready is not None and not wait_ready(0.05) and not (self.commands or self.stopping or self.input_closed):
+                    pass  # the crop taken next is then the newest, not one that waits for a slot
                 with self.cond:
                     self.cond.wait_for(self._ready)
                     if self.stopping:

@@ -8,6 +8,16 @@ on other threads send keypoints with :meth:`RemoteClient.send_frame`, which
 keeps at most :data:`IN_FLIGHT` frames unanswered: it waits for a slot, and
 says False at once while the server is away, so nothing ever blocks on a dead
 server for longer than the keepalive timeout.
+
+Two frames in flight let the client's own work (keypoints, decoding) and the
+network overlap the server's rendering; when the server alone is the
+bottleneck a second frame only waits behind the first, adding a whole frame
+of latency. So the second slot opens only while the time the server would
+otherwise wait for us (the network's share of the round trip, plus the
+client's time from a free slot to its next frame) is at least a quarter of
+the server's own time (:meth:`RemoteClient.in_flight_limit`). The network's
+share is measured on frames sent while none was in flight (a frame sent
+behind another waits in the server's queue, which is not network).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ BACKOFF = (0.25, 2.0)        # s: first wait before reconnecting, and the longes
 OPEN_TIMEOUT = 5.0           # s to connect and be welcomed
 PING = (1.0, 3.0)            # s between keepalive pings, and to wait for a pong: a cut link is noticed in ~4 s
 SLOT_TIMEOUT = 5.0           # s a frame may wait for a slot before the connection counts as stuck
+OVERLAP = 0.25               # the second slot opens when the server would wait this share of its own time
 
 OnFrame = Callable[["P.Frame | None", float], None]  # (frame or None if lost, round-trip ms)
 
@@ -40,6 +51,7 @@ class RemoteRefused(LivepuppetError):
 class _Pending:
     sent: float
     on_frame: OnFrame
+    alone: bool  # nothing else was in flight: its round trip has no queueing in it
 
 
 class RemoteClient:
@@ -62,6 +74,8 @@ class RemoteClient:
         self._send_lock = threading.Lock()
         self._conn = None
         self._pending: dict[int, _Pending] = {}
+        self._freed = 0.0                        # when a slot last opened (perf_counter)
+        self.recent_ms = {"server": 0.0, "network": 0.0, "client": 0.0}  # recent means (exponential)
         self._next_id = 1
         self._portrait: tuple[str, bytes] | None = None
         self._closing = False
@@ -125,15 +139,18 @@ class RemoteClient:
         """Send one frame's keypoints; ``on_frame`` is called later (from the link thread) with the frame, or
         with None if it was lost. False, without sending, while the server is away."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._pending) < IN_FLIGHT or not self.up, SLOT_TIMEOUT):
+            if not self._cond.wait_for(self._slot_open, SLOT_TIMEOUT):
                 conn = self._conn
                 stuck = True
             else:
                 stuck = False
                 if not self.up:
                     return False
+                now = time.perf_counter()
+                if self._freed:
+                    self._mean("client", (now - self._freed) * 1e3)
                 frame_id, self._next_id = self._next_id, self._next_id + 1
-                self._pending[frame_id] = _Pending(time.perf_counter(), on_frame)
+                self._pending[frame_id] = _Pending(now, on_frame, not self._pending)
                 conn = self._conn
         if stuck:  # frames unanswered for SLOT_TIMEOUT: the server hangs; reconnect
             self._drop(conn, "no frames back for 5 s")
@@ -145,6 +162,22 @@ class RemoteClient:
                 lost.on_frame(None, 0.0)
             return True  # answered (lost) through on_frame
         return True
+
+    def in_flight_limit(self) -> int:
+        """2 while the server would otherwise wait for the network or for us, else 1 (see the module docstring)."""
+        ms = self.recent_ms
+        return IN_FLIGHT if ms["network"] + ms["client"] >= OVERLAP * ms["server"] else 1
+
+    def wait_slot(self, timeout: float) -> bool:
+        """Wait until a frame may be sent at once (or the server is away): take the camera frame only then."""
+        with self._cond:
+            return self._cond.wait_for(self._slot_open, timeout)
+
+    def _slot_open(self) -> bool:
+        return len(self._pending) < self.in_flight_limit() or not self.up
+
+    def _mean(self, key: str, ms: float) -> None:
+        self.recent_ms[key] = ms if not self.recent_ms[key] else 0.8 * self.recent_ms[key] + 0.2 * ms
 
     def in_flight(self) -> int:
         with self._cond:
@@ -229,13 +262,19 @@ class RemoteClient:
             if isinstance(message, bytes):
                 self._frame(P.parse_frame(message, size))
             else:
-                self._control(P.parse_text(message, ("send", "ready", "error")), conn)
+                self._control(P.parse_text(message, None), conn)  # types this client does not know: ignored
 
     def _frame(self, frame: P.Frame) -> None:
         now = time.perf_counter()
         with self._cond:
             done = sorted(i for i in self._pending if i <= frame.frame_id)
             answered = [(i, self._pending.pop(i)) for i in done]
+            if answered and answered[-1][0] == frame.frame_id:
+                pending = answered[-1][1]
+                self._mean("server", frame.server_ms)
+                if pending.alone:  # a frame sent behind another waits on the server before it is read
+                    self._mean("network", max(0.0, (now - pending.sent) * 1e3 - frame.server_ms))
+            self._freed = now
             self._cond.notify_all()
         for frame_id, pending in answered:  # older ones were skipped by the server: lost
             pending.on_frame(frame if frame_id == frame.frame_id else None, (now - pending.sent) * 1e3)
@@ -246,8 +285,8 @@ class RemoteClient:
             self.reason = str(message.get("reason", ""))[:200]
             if message.get("code") in P.FATAL_CODES:
                 raise RemoteRefused(self.reason)
-        elif portrait is None or message.get("sha256") != portrait[0]:
-            return  # a reply about a portrait replaced since
+        elif message["type"] not in ("send", "ready") or portrait is None or message.get("sha256") != portrait[0]:
+            return  # a reply about a portrait replaced since, or a message of a later protocol revision
         elif message["type"] == "send":
             self._send(conn, portrait[1])
         else:

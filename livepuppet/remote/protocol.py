@@ -58,8 +58,8 @@ class Hello:
     quality: int
 
 
-def parse_text(text: str, expected: tuple[str, ...]) -> dict[str, Any]:
-    """A JSON control message of one of the ``expected`` types, bounded and type-checked."""
+def parse_text(text: str, expected: tuple[str, ...] | None) -> dict[str, Any]:
+    """A JSON control message of one of the ``expected`` types (None: any), bounded and type-checked."""
     if len(text) > MAX_TEXT:
         raise ProtocolError(f"a text message of {len(text)} bytes (at most {MAX_TEXT})", CLOSE_TOO_BIG)
     try:
@@ -67,8 +67,8 @@ def parse_text(text: str, expected: tuple[str, ...]) -> dict[str, Any]:
     except (ValueError, RecursionError):
         raise ProtocolError("a text message that is not JSON") from None
     kind = message.get("type") if isinstance(message, dict) else None
-    if kind not in expected:
-        raise ProtocolError(f"expected a {' or '.join(expected)} message, got {str(kind)[:40]!r}")
+    if not isinstance(kind, str) or expected is not None and kind not in expected:
+        raise ProtocolError(f"expected a {' or '.join(expected or ('typed',))} message, got {str(kind)[:40]!r}")
     return message
 
 

@@ -88,6 +88,11 @@ class Pipeline:
 
         self.engine.generate_async(norm, self.source, finished)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Until the engine takes a frame at once (a remote one with its frames in flight), at most ``timeout`` s:
+        the live loop takes the newest camera frame only then."""
+        return self.engine.wait_ready(timeout)
+
     def drain(self, timeout: float = 5.0) -> None:
         """Wait for frames still being generated elsewhere (a remote engine's) before the end of a run."""
         self.engine.drain(timeout)

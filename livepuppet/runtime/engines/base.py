@@ -109,6 +109,11 @@ class Engine(ABC):
     def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for every ``generate_async`` to be done."""
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until ``generate_async`` would start at once (a remote engine's frames in
+        flight); whether it would. A local engine always would."""
+        return True
+
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)

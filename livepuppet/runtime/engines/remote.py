@@ -120,6 +120,10 @@ class RemoteEngine(Engine):
     def drain(self, timeout: float) -> None:
         self.client.wait_idle(timeout)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until a frame would be sent at once, so the frame the caller takes next is the newest."""
+        return self.client.wait_slot(timeout)
+
     def _arrived(self, frame: P.Frame, rtt: float, sent_at: float) -> np.ndarray:
         out = (frame.image.astype(np.float32) * np.float32(1 / 255))[None]
         with self._lock:
