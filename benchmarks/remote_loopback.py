@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 from remote_kit import PacedClip, clip_frames, load, spawn_server
@@ -58,7 +57,7 @@ def one_run(engine, frames, fps: float, count: int) -> dict:
     return {"fps": stats.fps, "latency": stats.stage_ms.get("latency", 0.0), "remote": stats.stage_ms.get("remote"),
             "server": stats.stage_ms.get("server"),
             "stages": {k: round(v, 1) for k, v in stats.stage_ms.items()},
-            "in flight": client and (client.in_flight_limit(), {k: round(v, 1) for k, v in client.recent_ms.items()})}
+            "in flight": client and (client.in_flight.limit(), {k: round(v, 1) for k, v in client.in_flight.recent_ms.items()})}
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def session(url: str, model: Path, fmt: str, clip: np.ndarray, keys, seconds: fl
         else:  # what the live loop's worker does a frame: keypoints, processing, sent, answered later
             pipe.animate_async(clip[i:i + 1], on_output)
         sent += 1
-    client.wait_idle(30)
+    client.in_flight.wait_idle(30)
     elapsed = time.perf_counter() - t0
     out.append({"frames": len(rtts), "fps": len(rtts) / elapsed, "rtt": statistics.median(rtts),
                 "p90": float(np.percentile(rtts, 90)), "replica": client.welcome["replica"]})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -476,9 +475,46 @@ def test_a_second_frame_in_flight_only_where_it_overlaps_something() -> None:
     """Two in flight hide the network and the client's own work; with the server the only bottleneck a second
     frame would just wait behind the first (a frame more of latency), so then it is one."""
     client = RemoteClient("ws://127.0.0.1:1")
-    client.recent_ms.update(server=55.0, network=1.5, client=6.0)   # loopback, the server on the same CPU
-    assert client.in_flight_limit() == 1
-    client.recent_ms.update(server=10.0, network=2.0, client=15.0)  # a GPU server: keypoints here take longer
-    assert client.in_flight_limit() == 2
-    client.recent_ms.update(server=55.0, network=30.0, client=6.0)  # a far server: the round trip is the network
-    assert client.in_flight_limit() == 2
+    client.in_flight.recent_ms.update(server=55.0, network=1.5, client=6.0)   # loopback, the server on the same CPU
+    assert client.in_flight.limit() == 1
+    client.in_flight.recent_ms.update(server=10.0, network=2.0, client=15.0)  # a GPU server: keypoints here take longer
+    assert client.in_flight.limit() == 2
+    client.in_flight.recent_ms.update(server=55.0, network=30.0, client=6.0)  # a far server: the round trip is the network
+    assert client.in_flight.limit() == 2
+
+
+def test_tls_with_certfile_and_keyfile(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wss:// with a self-signed certificate the client is told to trust (SSL_CERT_FILE): frames come back;
+    a client that does not trust it is refused by TLS, not by a traceback."""
+    import shutil
+
+    from livepuppet.web.server import AsgiServer
+    from tests.remote_kit import Served
+
+    if not shutil.which("openssl"):
+        pytest.fail("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    plain = Served(model)
+    plain.stop()  # its state, served again over TLS
+    server = AsgiServer(plain.state.app(), "127.0.0.1", 0, certfile=cert, keyfile=key)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"wss://127.0.0.1:{server.port}"
+        untrusting = RemoteClient(url)
+        assert not untrusting.start(wait=5) and "CERTIFICATE_VERIFY_FAILED" in untrusting.reason
+        untrusting.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        source, driving = portrait_and_frames(64, 2, seed=11)
+        pipe, engine = remote_pipeline(url, model, "png")
+        try:
+            pipe.set_source(source)
+            assert levels(pipe.animate(driving), _local(model, source, driving)).max() <= 1
+        finally:
+            engine.close()
+    finally:
+        server.shutdown()
+        server.server_close()

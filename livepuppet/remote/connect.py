@@ -19,7 +19,8 @@ from typing import Callable
 from livepuppet.errors import LivepuppetError
 from livepuppet.modelfolder.manifest import MANIFEST, read_manifest
 from livepuppet.remote import protocol as P
-from livepuppet.remote.client import RemoteClient, http_url
+from livepuppet.remote.client import RemoteClient
+from livepuppet.remote.handshake import http_url
 from livepuppet.runtime.engines.remote import RemoteEngine
 
 

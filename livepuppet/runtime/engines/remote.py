@@ -118,11 +118,11 @@ class RemoteEngine(Engine):
             done(self._stand_in(driving, source), {})
 
     def drain(self, timeout: float) -> None:
-        self.client.wait_idle(timeout)
+        self.client.in_flight.wait_idle(timeout)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until a frame would be sent at once, so the frame the caller takes next is the newest."""
-        return self.client.wait_slot(timeout)
+        return self.client.in_flight.wait_slot(timeout)
 
     def _arrived(self, frame: P.Frame, rtt: float, sent_at: float) -> np.ndarray:
         out = (frame.image.astype(np.float32) * np.float32(1 / 255))[None]
