@@ -32,7 +32,7 @@ from remote_kit import PacedClip, clip_frames, load, spawn_server
 from livepuppet.live import FaceFramer, open_camera, run_live
 from livepuppet.remote.client import RemoteClient
 from livepuppet.runtime import probe
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.engines.remote import RemoteEngine
 from livepuppet.runtime.pipeline import Pipeline
 

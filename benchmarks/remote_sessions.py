@@ -25,17 +25,16 @@ from pathlib import Path
 import numpy as np
 from remote_kit import load, spawn_server
 
-from livepuppet.modelfolder.manifest import read_manifest
-from livepuppet.remote import protocol as P
+from livepuppet.modelfolder.read import read_folder
 from livepuppet.remote.client import RemoteClient
 from livepuppet.runtime import probe
 from livepuppet.runtime.engines.remote import RemoteEngine
-from livepuppet.runtime.engines.tflite import TFLiteEngine
+from livepuppet.remote.keypoint_models import keypoint_engine as kp_engine
 from livepuppet.runtime.pipeline import Pipeline
 
 
-def keypoint_engine(model: Path) -> TFLiteEngine:
-    return TFLiteEngine(read_manifest(model), threads=1, models=P.KEYPOINT_MODELS)
+def keypoint_engine(model: Path):
+    return kp_engine(read_folder(model), threads=1)
 
 
 def session(url: str, model: Path, fmt: str, clip: np.ndarray, keys, seconds: float, start: threading.Barrier,
@@ -99,7 +98,7 @@ def main() -> None:
         server, port = spawn_server(args.model, args.engine, extra=("--max-sessions", str(max(args.sessions))))
         url = f"ws://127.0.0.1:{port}"
     try:
-        size = read_manifest(args.model).frame_size
+        size = read_folder(args.model).frame_size
         clip = probe.head_motion(size, 60)
         keys = precomputed_keys(args.model, clip) if args.client == "keys" else None
         rows = []

@@ -15,7 +15,7 @@ from rich.console import Console
 from livepuppet.remote import protocol as P
 from livepuppet.remote.client import RemoteClient
 from livepuppet.remote.server import RemoteServer, ServeOptions, build
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.engines.remote import RemoteEngine
 from livepuppet.runtime.pipeline import Pipeline
 from livepuppet.web.server import AsgiServer

@@ -26,7 +26,7 @@ from livepuppet.cli import main
 from livepuppet.remote import protocol as P
 from livepuppet.remote.client import RemoteClient, RemoteRefused
 from livepuppet.remote.server import ServeOptions
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.pipeline import Pipeline
 from tests.remote_kit import Relay, levels, portrait_and_frames, raw_session, remote_pipeline, serving
 from tests.test_convert import SmallModels
@@ -290,7 +290,8 @@ def test_token_compared_and_a_wrong_one_refused_in_one_line_on_both_sides(model:
         assert denied.value.code == 401
         request = urllib.request.Request(f"http://127.0.0.1:{served.port}{P.MODELS_PATH}manifest.json",
                                          headers={"Authorization": f"Bearer {token}"})
-        assert json.loads(urllib.request.urlopen(request, timeout=10).read())["models"]
+        listed = json.loads(urllib.request.urlopen(request, timeout=10).read())["variants"]
+        assert sorted(v["network"] for v in listed) == ["kp_detector", "kp_processing"]  # nothing else
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -17,7 +17,7 @@ from ray import serve
 
 from livepuppet.remote.ray_app import application, quiet_ray
 from livepuppet.remote.server import ServeOptions
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.pipeline import Pipeline
 from tests.remote_kit import levels, portrait_and_frames, remote_pipeline
 from tests.test_convert import SmallModels

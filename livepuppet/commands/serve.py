@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
         return serve_on_ray(model, args, options, console)
     from livepuppet.remote import protocol as P
     from livepuppet.remote.server import build
-    from livepuppet.runtime.engines import open_from_args
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.web.server import AsgiServer, bind, is_loopback
 
     sock = bind(args.host, args.port)  # a port in use fails now, not after the model loads
     try:
-        server_state = build(model, open_from_args(model, args), options, console)
+        engine = open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
+        server_state = build(model, engine, options, console)
         server = AsgiServer(server_state.app(), args.host, certfile=args.certfile, keyfile=args.keyfile,
                             ws_max_size=server_state.welcome["limits"]["portrait_bytes"], sock=sock)
     except BaseException:

@@ -20,7 +20,6 @@ The result's error against float32 is measured here and kept in the manifest;
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -63,8 +62,8 @@ def calibration_inputs(engine, frames: int = CALIBRATION_FRAMES) -> list[dict[st
     return samples
 
 
-def quantize_generator(xml: Path, out: Path, samples: list[dict[str, np.ndarray]], final_convs: int) -> dict[str, Any]:
-    """Write the int8 generator to ``out``; returns what was kept in float and the calibration size."""
+def quantize_generator(xml: Path, out: Path, samples: list[dict[str, np.ndarray]], final_convs: int) -> list[str]:
+    """Write the int8 generator to ``out``; returns the names of the layers kept at the float precision."""
     import logging
 
     import nncf
@@ -76,30 +75,4 @@ def quantize_generator(xml: Path, out: Path, samples: list[dict[str, np.ndarray]
     quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                               preset=nncf.QuantizationPreset.MIXED, ignored_scope=nncf.IgnoredScope(names=kept))
     ov.save_model(quantized, str(out), compress_to_fp16=False)
-    return {"kept_in_float": len(kept), "calibration_frames": len(samples)}
-
-
-def build_fast(folder: Path, data: dict[str, Any], graph: str) -> dict[str, Any]:
-    """Quantise the generator of the model folder being built (``folder``, its manifest ``data``), in place.
-
-    Adds ``models.generator.openvino_int8`` to ``data`` and returns what goes under
-    the manifest's ``fast`` key: the error against float32 on the probe clip.
-    """
-    from livepuppet.runtime.engines import auto
-    from livepuppet.runtime.engines.openvino import OpenVINOEngine, default_precision
-    from livepuppet.modelfolder.manifest import Manifest
-    from livepuppet.conversion.openvino_ir import DIRNAME
-
-    manifest = Manifest(Path(folder), data)
-    exact = OpenVINOEngine(manifest, precision="fp32")
-    xml = Path(folder) / data["models"]["generator"]["openvino"]
-    out = Path(folder) / DIRNAME / "generator-int8.xml"
-    info = quantize_generator(xml, out, calibration_inputs(exact), final_convs=2 if graph == "xnnpack" else 1)
-    data["models"]["generator"]["openvino_int8"] = f"{DIRNAME}/{out.name}"
-    reference, _, _ = auto.measure(exact)
-    del exact
-    fast = OpenVINOEngine(manifest, precision="int8", kp_precision=default_precision())
-    frames, _, _ = auto.measure(fast)
-    mean, max_ = auto.levels(frames, reference)
-    return {**info, "mean_levels": mean, "max_levels": max_,
-            "float_precision": default_precision()}
+    return kept

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from livepuppet.errors import LivepuppetError
-from livepuppet.modelfolder.manifest import MANIFEST, read_manifest
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import MANIFEST
 from livepuppet.remote import protocol as P
 from livepuppet.remote.client import RemoteClient
 from livepuppet.remote.handshake import http_url
@@ -30,22 +31,24 @@ def local_model(args: argparse.Namespace) -> Path | None:
         if not (args.model / MANIFEST).is_file():
             raise LivepuppetError(f"{args.model} is not a livepuppet model folder; pass the folder `convert` wrote")
         return args.model
-    from livepuppet.commands.default_model import default_model_folder
+    from livepuppet.commands.default_model import converted_default_model
 
-    try:
-        folder = default_model_folder()
-    except LivepuppetError:
-        return None
-    return folder if (folder / MANIFEST).is_file() else None
+    return converted_default_model()
+
+
+def _open_local(folder: Path, args: argparse.Namespace):
+    from livepuppet.runtime.choose import open_engine
+
+    return open_engine(folder, getattr(args, "engine", "auto"), getattr(args, "threads", None),
+                       exact=getattr(args, "exact", False), fast=getattr(args, "fast", False),
+                       device=getattr(args, "device", "cpu"))
 
 
 def open_remote(args: argparse.Namespace, say: Callable[[str], object]) -> RemoteEngine:
     """The engine for ``--remote``; a one-line error when there is neither a server nor a local model."""
-    from livepuppet.runtime.engines import open_from_args
-
     token = getattr(args, "token", None) or os.environ.get(P.TOKEN_ENV) or None
     folder = local_model(args)
-    local_id = P.model_id(read_manifest(folder)) if folder is not None else None
+    local_id = P.model_id(read_folder(folder)) if folder is not None else None
     client = RemoteClient(args.remote, token, getattr(args, "remote_format", "jpeg"),
                           getattr(args, "remote_quality", 90), say=say)
     if not client.start():
@@ -55,11 +58,11 @@ def open_remote(args: argparse.Namespace, say: Callable[[str], object]) -> Remot
                                   "`livepuppet serve` there, or pass --model for a local stand-in")
         say(f"remote: cannot reach {client.url} yet ({client.reason}); rendering locally until it is up")
         client.expected_model = local_id
-        engine = open_from_args(folder, args)
+        engine = _open_local(folder, args)
         return RemoteEngine(client, engine, engine)
     welcome = client.welcome
     if folder is not None and local_id == welcome["model"]["id"]:
-        engine = open_from_args(folder, args)
+        engine = _open_local(folder, args)
         return RemoteEngine(client, engine, engine)
     if folder is not None:
         say(f"remote: the local model {folder.name} is not the server's ({welcome['model']['name']}): keypoints "
@@ -68,12 +71,10 @@ def open_remote(args: argparse.Namespace, say: Callable[[str], object]) -> Remot
 
 
 def _keypoint_engine(client: RemoteClient, token: str | None, threads: int | None):
-    from livepuppet.remote.keypoint_models import fetch_keypoint_models
-    from livepuppet.runtime.engines.tflite import TFLiteEngine
+    from livepuppet.remote.keypoint_models import fetch_keypoint_models, keypoint_engine
 
     try:
-        folder = fetch_keypoint_models(http_url(client.url), client.welcome, token)
-        return TFLiteEngine(read_manifest(folder), threads=threads, models=P.KEYPOINT_MODELS)
+        return keypoint_engine(fetch_keypoint_models(http_url(client.url), client.welcome, token), threads)
     except BaseException:
         client.close()
         raise

@@ -1,12 +1,12 @@
 """A client without the model computes keypoints with the server's own two small models, fetched once.
 
-The server's welcome lists its manifest and its keypoint detector and keypoint
-processing ``.tflite`` files with their SHA-256 and size; they are fetched over
-HTTP(S) from the same host (with the token), each checked against that list,
-and kept in the user cache folder under the model's id, so the next run (and
-a run while the server is away) finds them there. A file is written to a
-partial name and renamed only once verified: a cut download leaves nothing
-that counts.
+The server's welcome names a manifest (its SHA-256 and size) that lists only
+the keypoint detector's and the keypoint processing's ``.tflite`` files, each
+with its size and SHA-256. They are fetched over HTTP(S) from the same host
+(with the token), each checked against what was listed, and kept in the user
+cache folder under the model's id, so the next run (and a run while the
+server is away) finds them there. A file is written to a partial name and
+renamed only once verified: a cut download leaves nothing that counts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from livepuppet.errors import LivepuppetError
-from livepuppet.modelfolder.manifest import MANIFEST, read_manifest
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import MANIFEST, ModelFolder
 from livepuppet.paths import cache_dir, partial_name
 from livepuppet.remote import protocol as P
 
@@ -32,39 +33,36 @@ def cached_folder(model_id: str) -> Path:
     return cache_dir() / FOLDER / safe
 
 
-def has_keypoint_models(folder: Path, listed: dict[str, Any]) -> bool:
-    """Whether ``folder`` holds every listed file with its listed hash."""
-    try:
-        manifest = read_manifest(folder)
-        paths = _paths(manifest.folder, manifest.data)
-    except LivepuppetError:
-        return False
-    return all(name in paths and _matches(paths[name], listed[name]) for name in listed)
-
-
-def fetch_keypoint_models(http_base: str, welcome: dict[str, Any], token: str | None) -> Path:
-    """The keypoint models of the server that sent ``welcome``, from the cache or fetched now; their folder."""
+def fetch_keypoint_models(http_base: str, welcome: dict[str, Any], token: str | None) -> ModelFolder:
+    """The keypoint models of the server that sent ``welcome``, from the cache or fetched now."""
     listed = welcome.get("keypoint_models")
-    if not isinstance(listed, dict) or MANIFEST not in listed:
+    if not isinstance(listed, dict) or not isinstance(listed.get(MANIFEST), dict):
         raise LivepuppetError("the server did not list its keypoint models; update livepuppet there")
     folder = cached_folder(str(welcome["model"]["id"]))
-    if has_keypoint_models(folder, listed):
-        return folder
     folder.mkdir(parents=True, exist_ok=True)
     _fetch(http_base, MANIFEST, folder / MANIFEST, listed[MANIFEST], token)
-    manifest = read_manifest(folder)
-    for name, path in _paths(manifest.folder, manifest.data).items():
-        if name != MANIFEST:
-            _fetch(http_base, name, path, listed.get(name, {}), token)
-    return folder
+    model = read_folder(folder, check_files=False)
+    for variant in model.variants:
+        if variant.network not in P.KEYPOINT_MODELS or variant.backend != "tflite":
+            raise LivepuppetError(f"the server listed {variant.label} among its keypoint models; update livepuppet")
+        for stored in variant.files:
+            _fetch(http_base, stored.path, folder / stored.path, {"bytes": stored.bytes, "sha256": stored.sha256},
+                   token)
+    return read_folder(folder)
 
 
-def _paths(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    """Served name -> where the manifest says the file lies (inside ``folder``: read_manifest checked)."""
-    paths = {MANIFEST: folder / MANIFEST}
-    for model in P.KEYPOINT_MODELS:
-        paths[f"{model}.tflite"] = folder / manifest["models"][model]["tflite"]
-    return paths
+def keypoint_engine(folder: ModelFolder, threads: int | None = None):
+    """LiteRT on the folder's two keypoint models only (a plan without the source encoder and generator)."""
+    from livepuppet.runtime.engines.tflite import TFLiteEngine
+    from livepuppet.runtime.plan import Plan, Step
+
+    steps = {}
+    for network in P.KEYPOINT_MODELS:
+        variant = folder.find(network, "tflite")
+        if variant is None:
+            raise LivepuppetError(f"{folder.path} has no .tflite {network}; convert it with --targets tflite")
+        steps[network] = Step(variant, variant.precision)
+    return TFLiteEngine(folder, Plan("tflite", steps), threads)
 
 
 def _matches(path: Path, facts: dict[str, Any]) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from livepuppet.modelfolder.manifest import Manifest
+    from livepuppet.modelfolder.schema import ModelFolder
 
 VERSION = 1
 PATH = "/v1/session"          # the WebSocket endpoint
@@ -108,14 +108,14 @@ def file_facts(path: Path) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "bytes": size}
 
 
-def model_id(manifest: "Manifest") -> str:
+def model_id(folder: "ModelFolder") -> str:
     """What keypoints are compatible with: the checkpoint converted (its hash), at this frame size."""
-    checkpoint = manifest.data.get("checkpoint")
-    digest = checkpoint.get("sha256") if isinstance(checkpoint, dict) else None
-    if not isinstance(digest, str):
-        digest = file_facts(manifest.path("kp_detector", "tflite"))["sha256"]
-    h, w = manifest.frame_size
-    return f"{digest[:32]}-{w}x{h}-k{manifest.num_kp}"
+    digest = folder.checkpoint_sha256
+    if not digest:
+        variant = folder.find("kp_detector", "tflite")
+        digest = file_facts(folder.file(variant))["sha256"] if variant else folder.content_key
+    h, w = folder.frame_size
+    return f"{digest[:32]}-{w}x{h}-k{folder.num_kp}"
 
 
 # -- keypoints up ------------------------------------------------------------------------------------------

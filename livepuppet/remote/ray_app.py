@@ -30,7 +30,7 @@ class Replica:
 
     def __init__(self, folder: str, engine: str, options: dict[str, Any], http_host: str) -> None:
         from livepuppet.remote.server import build
-        from livepuppet.runtime.engines import open_engine
+        from livepuppet.runtime.choose import open_engine
 
         import ray
 

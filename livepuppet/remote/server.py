@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livepuppet import __version__
-from livepuppet.modelfolder.manifest import MANIFEST, Manifest
+from livepuppet.errors import ModelFolderError
+from livepuppet.modelfolder.schema import MANIFEST, ModelFolder, file_entry, to_json
 from livepuppet.remote import protocol as P
 from livepuppet.remote.renderer import Renderer
 from livepuppet.runtime.engines import Engine, SourceData
@@ -53,32 +54,40 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     return origin.startswith(("http://", "https://")) and is_loopback(host)
 
 
-def keypoint_files(manifest: Manifest) -> dict[str, ServedFile]:
-    """What a client without the model needs to compute keypoints: the manifest and two small models."""
-    files = {MANIFEST: ServedFile(manifest.folder, MANIFEST, "application/json")}
-    for model in P.KEYPOINT_MODELS:
-        files[f"{model}.tflite"] = ServedFile(manifest.folder, manifest.model(model)["tflite"])
-    return files
+def keypoint_models(folder: ModelFolder) -> tuple[bytes, dict[str, ServedFile]]:
+    """What a client without the model needs to compute keypoints: a manifest listing only the two keypoint
+    models' ``.tflite`` files (with their sizes and hashes, measured now), and those files by their paths."""
+    variants = []
+    for network in P.KEYPOINT_MODELS:
+        variant = folder.find(network, "tflite")
+        if variant is None:
+            raise ModelFolderError(f"{folder.path} has no .tflite {network}, which clients compute keypoints "
+                                   "with; convert it with --targets tflite")
+        variants.append(replace(variant, files=tuple(file_entry(folder.path, folder.file(variant, i))
+                                                      for i in range(len(variant.files)))))
+    files = {f.path: ServedFile(folder.path, f.path, size=f.bytes) for v in variants for f in v.files}
+    return to_json(folder.with_variants(variants)).encode(), files
 
 
 class RemoteServer:
     """The state the sessions share: the renderer, the options, what a welcome says, the open sessions."""
 
-    def __init__(self, renderer: Renderer, manifest: Manifest, options: ServeOptions,
+    def __init__(self, renderer: Renderer, folder: ModelFolder, options: ServeOptions,
                  console: Console | None = None) -> None:
         self.renderer, self.options = renderer, options
         self.console = console or Console(stderr=True)
-        self.files = keypoint_files(manifest)
+        self.kp_manifest, self.files = keypoint_models(folder)
         self.open = self.count = 0
-        h, w = manifest.frame_size
+        h, w = folder.frame_size
         self.welcome = {
             "protocol": P.VERSION, "server": f"livepuppet {__version__}",
             "replica": f"{socket.gethostname()}:{os.getpid()}", "engine": renderer.engine.label,
-            "model": {"id": P.model_id(manifest), "name": manifest.folder.name, "frame_size": [h, w],
-                      "num_kp": manifest.num_kp, "batch": manifest.batch},
-            "keypoint_models": {name: P.file_facts(entry.path) for name, entry in self.files.items()},
+            "model": {"id": P.model_id(folder), "name": folder.path.name, "frame_size": [h, w],
+                      "num_kp": folder.num_kp, "batch": folder.batch},
+            "keypoint_models": {MANIFEST: {"sha256": P.sha256_hex(self.kp_manifest),
+                                           "bytes": len(self.kp_manifest)}},
             "limits": {"max_sessions": options.max_sessions, "idle_timeout_s": options.idle_timeout,
-                       "portrait_bytes": P.max_portrait_bytes((h, w)), "keypoints_bytes": 8 + 24 * manifest.num_kp},
+                       "portrait_bytes": P.max_portrait_bytes((h, w)), "keypoints_bytes": 8 + 24 * folder.num_kp},
         }
 
     def say(self, text: str) -> None:
@@ -91,7 +100,7 @@ class RemoteServer:
     def app(self) -> Starlette:
         return Starlette(routes=[
             WebSocketRoute(P.PATH, self.session),
-            Route(P.MODELS_PATH + "{name}", self.model_file, methods=["GET", "HEAD"]),
+            Route(P.MODELS_PATH + "{name:path}", self.model_file, methods=["GET", "HEAD"]),
             Route("/v1/health", lambda request: JSONResponse({"protocol": P.VERSION, "ok": True})),
         ])
 
@@ -99,7 +108,10 @@ class RemoteServer:
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not self.token_ok(bearer):
             return PlainTextResponse("wrong token", status_code=401)
-        entry = self.files.get(request.path_params["name"])
+        name = request.path_params["name"]
+        if name == MANIFEST:
+            return Response(self.kp_manifest, media_type="application/json", headers={"Cache-Control": "no-store"})
+        entry = self.files.get(name)
         if entry is None:
             return PlainTextResponse("not found", status_code=404)
         return file_response(entry, False, request.method == "HEAD", {"Cache-Control": "no-store"},
@@ -241,9 +253,9 @@ async def _refuse(ws: WebSocket, exc: P.ProtocolError) -> None:
 def build(folder: Path, engine: Engine, options: ServeOptions | None = None,
           console: Console | None = None) -> RemoteServer:
     """The server state for ``engine`` (open on the model in ``folder``), warmed up."""
-    from livepuppet.modelfolder.manifest import read_manifest
+    from livepuppet.modelfolder.read import read_folder
 
     options = options or ServeOptions()
     renderer = Renderer(engine, max_sources=2 * options.max_sessions)
     renderer.warm_up()
-    return RemoteServer(renderer, read_manifest(folder), options, console)
+    return RemoteServer(renderer, read_folder(folder), options, console)

@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from livepuppet.modelfolder.manifest import MODEL_NAMES, read_manifest
+from livepuppet.modelfolder.read import read_folder
 from livepuppet.web.server import AsgiServer, ServedFile, file_response
-from livepuppet.web.site import ISOLATION_HEADERS, MODEL_PREFIX, STATIC, WEB_MANIFEST, model_files, runtime_files, \
-    web_manifest
+from livepuppet.web.site import ISOLATION_HEADERS, KEYS_JSON, MODEL_PREFIX, STATIC, WEB_MANIFEST, keys_json, \
+    model_files, page_variants, runtime_files, web_manifest
 
 HEADERS = {"Cache-Control": "no-cache", **ISOLATION_HEADERS}
 
@@ -34,14 +34,14 @@ def _media_type(name: str) -> str:
 
 def file_table(model: Path) -> tuple[dict[str, ServedFile], dict[str, bytes]]:
     """URL name -> served file, and URL name -> bytes made here (the page's model description)."""
-    manifest = read_manifest(model)
-    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode()}
-    model_files(manifest)  # every model file present now, or a one-line error before serving
+    folder = read_folder(model)
+    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(folder)).encode(), KEYS_JSON: keys_json()}
     table = {name: ServedFile(STATIC, path.relative_to(STATIC).as_posix(), _media_type(name), path.suffix == ".gz")
              for name, path in runtime_files().items()}
-    for model_name in MODEL_NAMES:
-        name = f"{MODEL_PREFIX}{model_name}.tflite"
-        table[name] = ServedFile(manifest.folder, manifest.model(model_name)["tflite"], _media_type(name))
+    model_files(folder)  # every model file present now, or a one-line error
+    for network, variant in page_variants(folder).items():
+        stored = variant.files[0]
+        table[f"{MODEL_PREFIX}{network}.tflite"] = ServedFile(folder.path, stored.path, size=stored.bytes)
     return table, blobs
 
 

@@ -124,6 +124,7 @@ class ServedFile:
     relative: str
     media_type: str = "application/octet-stream"
     gzipped: bool = False  # stored gzip-compressed: sent as is to clients that take gzip, inflated for others
+    size: int | None = None  # bytes the file must hold (a model folder lists each file's size)
 
     @property
     def path(self) -> Path:
@@ -148,6 +149,8 @@ def open_checked(entry: ServedFile) -> tuple[int, int]:
             raise FileGone("not a regular file")
         if not real.is_relative_to(entry.root.resolve()):
             raise FileGone(f"it leads outside {entry.root}")
+        if entry.size is not None and info.st_size != entry.size:
+            raise FileGone(f"it holds {info.st_size} bytes, not the {entry.size} listed (replaced)")
         return fd, info.st_size
     except BaseException:
         os.close(fd)

@@ -41,7 +41,7 @@ class RemoteEngine(Engine):
     name = "remote"
 
     def __init__(self, client: RemoteClient, keypoints: Engine, fallback: Engine | None = None) -> None:
-        super().__init__(keypoints.manifest)
+        super().__init__(keypoints.folder, keypoints.plan)
         self.client, self.local, self.fallback = client, keypoints, fallback
         self.counts = {"remote": 0, "local": 0, "held": 0}
         self.timings: dict[str, float] = {}
@@ -54,7 +54,8 @@ class RemoteEngine(Engine):
     @property
     def label(self) -> str:
         welcome = self.client.welcome or {}
-        return f"remote {welcome.get('engine', '?')} at {self.client.url} (keypoints here on {self.local.label})"
+        kp = f"{self.local.plan.engine} {self.local.plan.kp_precision}"
+        return f"remote {welcome.get('engine', '?')} at {self.client.url} (keypoints here on {kp})"
 
     @property
     def notice(self) -> str | None:
@@ -164,3 +165,4 @@ class RemoteEngine(Engine):
 
     def close(self) -> None:
         self.client.close()
+        self.local.close()
