@@ -589,6 +589,198 @@ def _keep_killed_recordings(target: Path) -> list[str]:
     return notices
 
 
+def _encode_command(exe: str, size: tuple[int, int], fps: float, fragmented: bool, mp4_like: bool,
+                    target: Path) -> list[str]:
+    """ffmpeg's command for raw RGB frames on stdin -> H.264 at CRF 18 in ``target``.
+
+    A live recording (``fragmented``) is a fragmented MP4 flushed after each frame, with one-second keyframes
+    and no encoder delay, so that a recording cut off by a crash or kill still plays every frame received.
+    """
+    rate = Fraction(fps).limit_denominator(100_000)
+    cmd = [
+        exe, "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
+        "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
+        "-an", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p",
+    ]  # fmt: skip
+    if fragmented:
+        cmd += ["-preset", "veryfast", "-tune", "zerolatency", "-g", str(max(1, round(fps))), "-flush_packets", "1"]
+        if mp4_like:
+            cmd += ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "1"]
+    else:
+        cmd += ["-preset", "medium"] + (["-movflags", "+faststart"] if mp4_like else [])
+    return cmd + [_native(target)]
+
+
+class _FfmpegPipe:
+    """An ffmpeg process fed frames through its stdin; its stderr kept in a temporary file for the reason
+    it fails. It runs in its own session: Ctrl-C in the terminal reaches only livepuppet, which then finishes
+    the file, and a killed livepuppet still leaves ffmpeg to complete it."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self._stderr: IO[bytes] | None = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                start_new_session=os.name == "posix", creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+        except OSError as exc:
+            self.close_stderr()
+            raise MediaError(f"cannot start ffmpeg ({cmd[0]}): {exc.strerror or exc}; reinstall imageio-ffmpeg") from exc
+
+    def send(self, data: bytes, shape: tuple[int, ...]) -> str | None:  # noqa: ARG002 - ffmpeg knows the size
+        """Hand one frame over now (recordings must not lag); why ffmpeg stopped, or None."""
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._proc.wait()
+            return _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
+        return None
+
+    def finish(self) -> str | None:
+        """Let ffmpeg finish the file; what went wrong, or None."""
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass  # ffmpeg already gone; its exit code tells why
+        if self._proc.wait() != 0:
+            return _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
+        return None
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def close_stderr(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+class _OpenCVPipe:
+    """OpenCV's 'mp4v' writer behind :class:`_FfmpegPipe`'s interface, where there is no ffmpeg binary."""
+
+    def __init__(self, target: Path, size: tuple[int, int], fps: float) -> None:
+        self._writer: cv2.VideoWriter | None = cv2.VideoWriter(_native(target), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                               fps, size)
+        if not self._writer.isOpened():
+            raise MediaError(f"cannot write video {target}: OpenCV has no encoder for it; install imageio-ffmpeg "
+                             "(pip install imageio-ffmpeg) or use an .mp4 name")
+
+    def send(self, data: bytes, shape: tuple[int, ...]) -> str | None:
+        assert self._writer is not None
+        self._writer.write(np.ascontiguousarray(np.frombuffer(data, np.uint8).reshape(shape)[:, :, ::-1]))
+        return None
+
+    def finish(self) -> str | None:
+        self.kill()
+        return None
+
+    def kill(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def close_stderr(self) -> None:
+        pass
+
+
+def _mux_audio(exe: str, work: Path, audio: Path, path: Path, duration_s: float) -> bool:
+    """Copy the audio of ``audio`` into the encoded video ``work``, cut to the video's duration; whether it did.
+
+    Trimming with ``-t`` rather than ``-shortest`` keeps every frame even when
+    the audio track ends a little before the video. Audio is stream-copied when
+    the container accepts its codec, else re-encoded to AAC; if neither works
+    the video is kept without audio and a warning says so.
+    """
+    muxed = partial_name(path, path.suffix)
+    reason = ""
+    for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
+        cmd = [
+            exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", _native(work), "-i", _native(audio),
+            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *audio_codec, "-t", f"{duration_s:.6f}",
+        ]  # fmt: skip
+        if path.suffix.lower() in (".mp4", ".mov"):
+            cmd += ["-movflags", "+faststart"]
+        result = subprocess.run(cmd + [_native(muxed)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        if result.returncode == 0:
+            os.replace(muxed, work)
+            return True
+        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+    muxed.unlink(missing_ok=True)
+    warnings.warn(f"could not copy the audio of {audio} into {path} ({reason}); the video was saved without sound",
+                  stacklevel=4)
+    return False
+
+
+def _settle_recording(work: Path, path: Path, finished: bool) -> tuple[int | None, str]:
+    """The frames on disk of a recording written to ``work`` for ``path``, and where they end up, in words.
+
+    An existing file at ``path`` is replaced only by a finished recording with frames; the frames of one cut
+    short (a full disk) are kept beside it under :func:`unfinished_name`, and a recording without a playable
+    frame is removed.
+    """
+    count = frames_on_disk(work)
+    frames = "the frames on disk" if count is None else f"the {count} frames on disk"
+    if count == 0:
+        _unlink_quietly(work)
+        return 0, "no frame reached the disk, so nothing was saved" + (
+            f" ({path.name} is untouched)" if work != path else "")
+    if work == path:
+        return count, f"{frames} are kept"
+    try:
+        if finished:  # ffmpeg finished the file without an error
+            os.replace(work, path)
+            return count, f"{frames} are saved"
+        kept = _move_aside(work, path)
+        return count, f"{frames} are kept in {kept.name} beside it ({path.name} is untouched)"
+    except OSError:
+        return count, f"{frames} are kept in {work}"
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _audio_source(exe: str | None, audio_from: str | os.PathLike[str] | None) -> Path | None:
+    """The file whose audio goes into the video: ``audio_from`` where ffmpeg can copy it and it has sound."""
+    if audio_from is None:
+        return None
+    audio_path = Path(audio_from)
+    if not audio_path.is_file():
+        raise MediaError(f"audio source not found: {audio_path}; check the path")
+    return audio_path if exe is not None and _has_audio(audio_path) else None
+
+
+def _create_work(path: Path, fragmented: bool) -> Path:
+    """The file a writer encodes into, made now so an unwritable place fails before any work: a live recording
+    in place (a killed run still leaves it playable) unless a file is there, else beside it, so an existing
+    file is only ever replaced by a finished recording."""
+    work = path if fragmented and not os.path.lexists(path) else partial_name(path, path.suffix)
+    try:
+        os.close(os.open(work, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise MediaError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
+    return work
+
+
 class _Writer:
     """Shared life cycle: ``with`` closes on success and aborts on an exception."""
 
@@ -619,7 +811,53 @@ class _Writer:
             self.abort()
 
 
-class VideoWriter(_Writer):
+class _Encoding(_Writer):
+    """The encoder side of a :class:`VideoWriter`: the ffmpeg (or OpenCV) pipe, its work file, frame padding."""
+
+    path: Path
+    fps: float
+    fragmented: bool
+    size: tuple[int, int] | None
+    _exe: str | None
+    _work: Path
+    _pipe: "_FfmpegPipe | _OpenCVPipe | None"
+    _pad: tuple[int, int]
+
+    def _start(self, height: int, width: int) -> None:
+        self.size = (height, width)
+        self._pad = (height % 2, width % 2)
+        size = (width + self._pad[1], height + self._pad[0])
+        if self._exe is None:
+            self._pipe = _OpenCVPipe(self._work, size, self.fps)
+            return
+        mp4_like = self.path.suffix.lower() in (".mp4", ".mov")
+        self._pipe = _FfmpegPipe(_encode_command(self._exe, size, self.fps, self.fragmented, mp4_like, self._work))
+
+    @property
+    def encoder_pid(self) -> int | None:
+        """The ffmpeg process encoding this file, once the first frame started it (tests kill it)."""
+        return self._pipe.pid if isinstance(self._pipe, _FfmpegPipe) else None
+
+    def _padded(self, rgb: np.ndarray) -> np.ndarray:
+        """yuv420p needs even sizes: an odd width or height repeats its last column or row."""
+        if self._pad == (0, 0):
+            return rgb
+        return np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+
+    def _end_encoder(self) -> str | None:
+        """Let the encoder finish the file; what went wrong, or None."""
+        assert self._pipe is not None
+        return self._pipe.finish()
+
+    def _remove_work(self) -> None:
+        _unlink_quietly(self._work)
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close_stderr()
+
+
+class VideoWriter(_Encoding):
     """Encode RGB frames to a video file (H.264 via the ffmpeg binary).
 
     Frames go to ffmpeg through a pipe as raw RGB, encoded with libx264 at
@@ -630,47 +868,25 @@ class VideoWriter(_Writer):
     trimmed to the video's length; the video is never shortened to the audio.
 
     By default the file appears under ``path`` only when :meth:`close`
-    succeeds. With ``fragmented=True`` (live recordings) it is written in place
-    as a fragmented MP4 flushed after each frame, with one-second keyframes and
-    no encoder delay, so a recording cut off by a crash or kill still plays every
-    frame ffmpeg received; ffmpeg runs in its own session, so Ctrl-C in the
-    terminal reaches only livepuppet and the recording is finished, and if
-    livepuppet itself is killed ffmpeg still completes the file. An exception in a
-    fragmented writer's ``with`` block keeps the recording; :meth:`abort` deletes
-    it. Fragmentation applies to .mp4 and .mov; a fragmented .mkv is written
-    in place and flushed too, which Matroska players tolerate when cut off.
-    (After a hard kill, a writer may leave its hidden ``.NAME.partial-*`` file
-    next to the target; the next writer to that name keeps one with frames under
-    :func:`unfinished_name` and says so in :attr:`notices`.) An existing file at
-    ``path`` is replaced only by a finished video with frames on disk; a fragmented
-    writer whose encoder fails mid-way (a full disk) keeps the frames already on
-    disk, in place for a new file, else beside the existing one.
+    succeeds. With ``fragmented=True`` (live recordings, :func:`_encode_command`)
+    a recording cut off by a crash or kill still plays every frame ffmpeg
+    received, and an exception in the ``with`` block keeps it; :meth:`abort`
+    deletes it. A killed run's hidden work file is kept by the next writer to
+    that name (:attr:`notices`). An existing file at ``path`` is replaced only
+    by a finished video with frames on disk (:func:`_settle_recording`).
 
-    Without an ffmpeg binary it falls back to OpenCV's 'mp4v' writer: larger
-    files, no audio, and no fragmentation. :attr:`codec` says which is used.
-
-    Attributes:
-        path: the final output path.
-        codec: 'libx264' or 'mp4v'.
-        frames_written: frames accepted so far (handed to the encoder).
-        frames_saved: after close (or a failed write of a recording), the frames
-            on disk: counted in the file for a recording; None before.
-        notices: what the writer found and did on opening (a killed run's recording kept).
-        size: (h, w) of the frames, once the first one is written.
-        audio_muxed: after close, whether audio was copied from ``audio_from``.
+    Without an ffmpeg binary it falls back to OpenCV's 'mp4v' writer (larger files, no audio, no
+    fragmentation); :attr:`codec` says which. :attr:`frames_written` counts frames handed to the
+    encoder, :attr:`frames_saved` (after close) the frames on disk; :attr:`size` is (h, w);
+    :attr:`audio_muxed` says whether audio was copied; :attr:`notices` what opening found.
     """
 
     codec: str
     size: tuple[int, int] | None
     audio_muxed: bool
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        fps: float,
-        audio_from: str | os.PathLike[str] | None = None,
-        fragmented: bool = False,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, audio_from: str | os.PathLike[str] | None = None,
+                 fragmented: bool = False) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_EXTENSIONS:
             raise MediaError(
@@ -689,81 +905,15 @@ class VideoWriter(_Writer):
         self.audio_muxed = False
         self._exe = _ffmpeg_exe()
         self.codec = "libx264" if self._exe is not None else "mp4v"
-        self._audio: Path | None = None
-        if audio_from is not None:
-            audio_path = Path(audio_from)
-            if not audio_path.is_file():
-                raise MediaError(f"audio source not found: {audio_path}; check the path")
-            if self._exe is not None and _has_audio(audio_path):
-                self._audio = audio_path
+        self._audio = _audio_source(self._exe, audio_from)
         if self.path.is_dir():
             raise MediaError(f"cannot write video {self.path}: a folder of that name exists; choose another name")
         _check_parent(self.path)
         self.notices += _keep_killed_recordings(self.path)
-        # Create the output file now, so an unwritable location fails before any work.
-        # A live recording goes in place (a killed run still leaves it playable) unless a file is there:
-        # then beside it, so the existing file is only ever replaced by a finished recording.
-        in_place = self.fragmented and not os.path.lexists(self.path)
-        self._work = self.path if in_place else partial_name(self.path, self.path.suffix)
-        try:
-            fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            os.close(fd)
-        except OSError as exc:
-            raise MediaError(
-                f"cannot write {self.path}: {exc.strerror or exc}; choose a folder you can write to"
-            ) from exc
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-        self._cv_writer: cv2.VideoWriter | None = None
+        self._work = _create_work(self.path, self.fragmented)
+        self._pipe: _FfmpegPipe | _OpenCVPipe | None = None
         self._pad = (0, 0)
         self._done = False
-
-    # ---- encoding
-
-    def _start(self, height: int, width: int) -> None:
-        self.size = (height, width)
-        self._pad = (height % 2, width % 2)
-        enc_w, enc_h = width + self._pad[1], height + self._pad[0]
-        if self._exe is None:
-            writer = cv2.VideoWriter(_native(self._work), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (enc_w, enc_h))
-            if not writer.isOpened():
-                raise MediaError(
-                    f"cannot write video {self.path}: OpenCV has no encoder for it; "
-                    "install imageio-ffmpeg (pip install imageio-ffmpeg) or use an .mp4 name"
-                )
-            self._cv_writer = writer
-            return
-        rate = Fraction(self.fps).limit_denominator(100_000)
-        cmd = [
-            self._exe, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{enc_w}x{enc_h}",
-            "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
-            "-an", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p",
-        ]  # fmt: skip
-        mp4_like = self.path.suffix.lower() in (".mp4", ".mov")
-        if self.fragmented:
-            keyint = str(max(1, round(self.fps)))
-            cmd += ["-preset", "veryfast", "-tune", "zerolatency", "-g", keyint, "-flush_packets", "1"]
-            if mp4_like:
-                cmd += ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "1"]
-        else:
-            cmd += ["-preset", "medium"]
-            if mp4_like:
-                cmd += ["-movflags", "+faststart"]
-        cmd.append(_native(self._work))
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                # Terminal Ctrl-C must reach only us, not cut the encoder short.
-                start_new_session=os.name == "posix",
-                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-            )
-        except OSError as exc:
-            raise MediaError(f"cannot start ffmpeg ({self._exe}): {exc.strerror or exc}; reinstall imageio-ffmpeg") from exc
 
     def write(self, frame: np.ndarray) -> None:
         """Append one float32 [0, 1] or uint8 RGB (H, W, 3) frame; all frames must share one size."""
@@ -779,34 +929,21 @@ class VideoWriter(_Writer):
                 raise
         elif (h, w) != self.size:
             raise ValueError(f"frame size {(h, w)} differs from the first frame's {self.size}")
-        if self._pad != (0, 0):
-            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        if self._cv_writer is not None:
-            self._cv_writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
-        else:
-            assert self._proc is not None and self._proc.stdin is not None
-            try:
-                self._proc.stdin.write(rgb.tobytes())
-                self._proc.stdin.flush()  # hand each frame over now: recordings must not lag
-            except (BrokenPipeError, OSError) as exc:
-                self._proc.wait()
-                detail = _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
-                if self.fragmented:
-                    self._done = True
-                    self._close_stderr()
-                    raise MediaError(f"recording to {self.path} stopped: {self._settle(finished=False)}; "
-                                     f"check free disk space (ffmpeg: {detail})") from exc
-                self.abort()
-                raise MediaError(f"ffmpeg stopped while writing {self.path}: {detail}; check free disk space") from exc
+        rgb = self._padded(rgb)
+        assert self._pipe is not None
+        detail = self._pipe.send(rgb.tobytes(), rgb.shape)
+        if detail is not None:
+            if self.fragmented:
+                self._done = True
+                self._pipe.close_stderr()
+                raise MediaError(f"recording to {self.path} stopped: {self._settle(finished=False)}; "
+                                 f"check free disk space (ffmpeg: {detail})")
+            self.abort()
+            raise MediaError(f"ffmpeg stopped while writing {self.path}: {detail}; check free disk space")
         self.frames_written += 1
 
     def close(self) -> None:
-        """Finish encoding, mux audio, and move the file into place. Safe to call twice.
-
-        Closing a writer that received no frames raises :class:`MediaError` and
-        leaves nothing behind (there is no video to make); call :meth:`abort` to
-        discard silently.
-        """
+        """Finish encoding, mux audio, move the file into place (twice is safe); no frames: a MediaError."""
         if self._done:
             return
         if self.frames_written == 0:
@@ -816,11 +953,11 @@ class VideoWriter(_Writer):
         try:
             failure = self._end_encoder()
         except BaseException:
-            self._close_stderr()
+            self._close_pipe()
             if not self.fragmented:
                 self._remove_work()
             raise
-        self._close_stderr()
+        self._close_pipe()
         if self.fragmented:  # what the encoder put on disk is kept, whatever happened
             kept = self._settle(finished=failure is None)
             if failure is not None or self.frames_saved == 0:
@@ -831,7 +968,8 @@ class VideoWriter(_Writer):
             if failure is not None:
                 raise MediaError(f"ffmpeg failed to write {self.path}: {failure}; check free disk space")
             if self._audio is not None:
-                self._mux_audio()
+                self.audio_muxed = _mux_audio(self._exe, self._work, self._audio, self.path,
+                                              self.frames_written / self.fps)
             if self._work != self.path:
                 os.replace(self._work, self.path)
             self.frames_saved = self.frames_written
@@ -839,122 +977,23 @@ class VideoWriter(_Writer):
             self._remove_work()
             raise
 
-    def _end_encoder(self) -> str | None:
-        """Let the encoder finish the file; what went wrong, or None."""
-        if self._cv_writer is not None:
-            self._cv_writer.release()
-            self._cv_writer = None
-            return None
-        assert self._proc is not None and self._proc.stdin is not None
-        try:
-            self._proc.stdin.close()
-        except OSError:
-            pass  # ffmpeg already gone; its exit code tells why
-        if self._proc.wait() != 0:
-            return _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
-        return None
-
     def _settle(self, finished: bool) -> str:
-        """Where a recording's frames end up, counted on disk (:attr:`frames_saved`), said in a few words.
-
-        An existing file at :attr:`path` is replaced only by a finished recording with frames; the frames of
-        one cut short (a full disk) are kept beside it under :func:`unfinished_name`, and a recording
-        without a playable frame is removed.
-        """
-        count = frames_on_disk(self._work)
-        self.frames_saved = count
-        name = self.path.name
-        frames = "the frames on disk" if count is None else f"the {count} frames on disk"
-        if count == 0:
-            self._remove_work()
-            return "no frame reached the disk, so nothing was saved" + (
-                f" ({name} is untouched)" if self._work != self.path else "")
-        if self._work == self.path:
-            return f"{frames} are kept"
-        try:
-            if finished:  # ffmpeg finished the file without an error
-                os.replace(self._work, self.path)
-                return f"{frames} are saved"
-            kept = _move_aside(self._work, self.path)
-            return f"{frames} are kept in {kept.name} beside it ({name} is untouched)"
-        except OSError:
-            return f"{frames} are kept in {self._work}"
-
-    def _mux_audio(self) -> None:
-        """Copy the audio of ``audio_from`` into the encoded video, cut to the video's duration.
-
-        Trimming with ``-t`` rather than ``-shortest`` keeps every frame even when
-        the audio track ends a little before the video. Audio is stream-copied when
-        the container accepts its codec, else re-encoded to AAC; if neither works
-        the video is kept without audio and a warning says so.
-        """
-        assert self._exe is not None and self._audio is not None
-        muxed = partial_name(self.path, self.path.suffix)
-        duration = f"{self.frames_written / self.fps:.6f}"
-        reason = ""
-        for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
-            cmd = [
-                self._exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                "-i", _native(self._work), "-i", _native(self._audio),
-                "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *audio_codec, "-t", duration,
-            ]  # fmt: skip
-            if self.path.suffix.lower() in (".mp4", ".mov"):
-                cmd += ["-movflags", "+faststart"]
-            cmd.append(_native(muxed))
-            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if result.returncode == 0:
-                os.replace(muxed, self._work)
-                self.audio_muxed = True
-                return
-            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            reason = lines[-1] if lines else f"exit code {result.returncode}"
-        muxed.unlink(missing_ok=True)
-        warnings.warn(
-            f"could not copy the audio of {self._audio} into {self.path} ({reason}); "
-            "the video was saved without sound",
-            stacklevel=3,
-        )
+        """Where a recording's frames end up, counted on disk (:attr:`frames_saved`), said in a few words."""
+        self.frames_saved, said = _settle_recording(self._work, self.path, finished)
+        return said
 
     def abort(self) -> None:
-        """Stop encoding and delete the output (for a fragmented writer, the recording too).
-
-        Does nothing after a successful :meth:`close`.
-        """
+        """Stop encoding and delete the output (a fragmented writer's too); nothing after a :meth:`close`."""
         if self._done:
             return
         self._done = True
-        if self._cv_writer is not None:
-            self._cv_writer.release()
-            self._cv_writer = None
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
-            if self._proc.stdin is not None:
-                try:
-                    self._proc.stdin.close()
-                except OSError:
-                    pass
-        self._close_stderr()
+        if self._pipe is not None:
+            self._pipe.kill()
+        self._close_pipe()
         self._remove_work()
 
-    def _remove_work(self) -> None:
-        try:
-            self._work.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-    def _close_stderr(self) -> None:
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None and self.fragmented and self.frames_written:
             # A recording is worth keeping even when the session ended in an error;
             # the original exception matters more than a failure to finish the file.

@@ -229,7 +229,7 @@ def test_first_run_downloads_converts_and_runs(env, server, checkpoint_bytes, fa
 # warning, TensorFlow's oneDNN and CUDA notes, LiteRT's INFO lines, OpenVINO's [ WARNING ] and NNCF's
 # INFO:nncf:..., Python warnings (DeprecationWarning, UserWarning ...) and any stray traceback.
 _NOISE = re.compile(r"^\s*([IWEF]\d{4} |\[ ?(INFO|WARNING|ERROR|DEBUG) ?\]|(INFO|WARNING|ERROR|DEBUG)(:|\b)"
-                    r"|Traceback)|absl|oneDNN|cuda|cuInit|XNNPACK|TensorFlow Lite|nncf:"
+                    r"|Traceback)|absl|oneDNN|cuda|cuInit|XNNPACK delegate|TensorFlow Lite|nncf:"
                     r"|[A-Za-z]*Warning\b", re.IGNORECASE)
 
 

@@ -319,7 +319,7 @@ def test_broken_reduced_precision_model_is_not_written(precision: str, error: fl
     from livepuppet.conversion.job import Check
     from livepuppet.conversion.targets.tflite import REDUCED_TOLERANCE
 
-    label = f"generator (tflite, xnnpack graph, {precision})"
+    label = f"generator tflite/xnnpack/{precision}"
     with pytest.raises(export.VerificationError, match=f"converted generator .*{precision}.*--precision fp32"):
         export.enforce([Check(label, error, REDUCED_TOLERANCE[precision])])
     export.enforce([Check(label, REDUCED_TOLERANCE[precision] / 2, REDUCED_TOLERANCE[precision])])

@@ -399,8 +399,8 @@ def test_audio_from_silent_video_is_ignored(tmp_path: Path) -> None:
 def test_encoder_dying_is_reported(tmp_path: Path) -> None:
     writer = media.VideoWriter(tmp_path / "out.mp4", 25)
     writer.write(_gray_frame(0))
-    assert writer._proc is not None
-    os.kill(writer._proc.pid, signal.SIGKILL)  # as if the disk filled up or ffmpeg crashed
+    assert writer.encoder_pid is not None
+    os.kill(writer.encoder_pid, signal.SIGKILL)  # as if the disk filled up or ffmpeg crashed
     with pytest.raises(MediaError, match="ffmpeg stopped") as exc:
         for i in range(200):  # the pipe buffers a few frames before the break shows
             writer.write(_gray_frame(i % 30))
@@ -513,7 +513,7 @@ def test_fragmented_recording_survives_killed_process(tmp_path: Path) -> None:
     child = _run_child(
         _CHILD_PRELUDE
         + """
-    print(writer._proc.pid, flush=True)
+    print(writer.encoder_pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """,
         str(out),
@@ -546,7 +546,7 @@ def test_fragmented_recording_survives_killed_encoder(tmp_path: Path) -> None:
     deadline = time.monotonic() + 20
     while playable() < n - 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(writer._proc.pid, signal.SIGKILL)
+    os.kill(writer.encoder_pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
     """,
         str(out),

@@ -255,7 +255,7 @@ def test_convert_web_fp16_served_by_a_plain_static_host(small: SmallModels, tmp_
     assert main(["convert", str(small.checkpoint("legacy")), "--out", str(model), "--precision", "fp16",
                  "--size", "64x64", "--web", str(out)]) == 0
     web = json.loads((out / "model" / "web.json").read_text())
-    assert web["precision"] == "fp16" and web["numerics"] == "trained"  # convert's default: the page runs it too
+    assert web["precision"] == "fp16" and web["numerics"] == "original"  # convert's default: the page runs it too
     assert (out / "model" / "generator.tflite").read_bytes() == (model / "generator.tflite").read_bytes()
     quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda self, *a: None})
     with browser.serving(ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(out)))) as base:

@@ -92,19 +92,20 @@ def check_destination(out: Path) -> None:
 
 
 def print_checks(console: Console, checks: list[Check]) -> None:
-    table = Table(title="self-verification: each variant against what it must reproduce")
-    for column, justify in (("variant", "left"), ("against", "left"), ("error", "right"), ("limit", "right")):
-        table.add_column(column, justify=justify)
+    table = Table(title="self-verification: each file against what it must reproduce", title_justify="left")
+    for column, justify in (("network back end/graph/weights", "left"), ("against", "left"), ("error", "right"),
+                            ("limit", "right")):
+        table.add_column(column, justify=justify, no_wrap=column != "against")
     for check in checks:
         mark = "" if check.passed else " [red]over[/]"
-        table.add_row(check.label, check.against, f"{check.error:.2e} {check.unit}{mark}", f"{check.limit:g}")
+        table.add_row(check.label, check.against, f"{check.error:.1e}{mark}", f"{check.limit:g} {check.unit}")
     console.print(table)
 
 
 def enforce(checks: list[Check]) -> None:
     for check in checks:
         if not check.passed:
-            hint = ("convert with --precision fp32" if "fp16" in check.label or "int8" in check.label
+            hint = ("convert with --precision fp32" if check.label.endswith(("fp16", "int8"))
                     else "please report this with your TensorFlow and OpenVINO versions")
             raise VerificationError(f"the converted {check.label} differs from the {check.against} by "
                                     f"{check.error:.2e} (limit {check.limit:g}); nothing was written. {hint}")

@@ -23,7 +23,7 @@ class Check:
     label: str
     error: float
     limit: float
-    against: str = "TensorFlow graph"
+    against: str = "TF graph"
     unit: str = "max abs"
 
     @property

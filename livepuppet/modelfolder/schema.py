@@ -84,6 +84,11 @@ class Variant:
     def label(self) -> str:
         return f"{self.network} ({self.backend}, {self.graph} graph, {self.precision})"
 
+    @property
+    def short(self) -> str:
+        """``generator openvino/plain/bf16``: a table's column."""
+        return f"{self.network} {self.backend}/{self.graph}/{self.precision}"
+
 
 @dataclass(frozen=True)
 class ModelFolder:

@@ -48,7 +48,7 @@ def build(job: Job) -> None:
     mean, max_ = timing.levels(timing.measure(fast).frames, reference)
     fast.close()
     job.variants[-1] = replace(variant, verified=Verified("fp32", "int8", None, mean, max_))
-    job.checks.append(Check(f"{variant.label}, whole frame on the bundled face", mean, SANITY_LEVELS,
+    job.checks.append(Check(f"{variant.short}, a frame", mean, SANITY_LEVELS,
                             against="float32", unit="mean levels"))
     job.progress.update(task, advance=1, step="done")
     job.console.print(f"int8 generator: {mean:.2f} mean / {max_:.1f} max levels from float32 on the bundled face "

@@ -21,9 +21,9 @@ from livepuppet.runtime import cpu as cpumod
 
 DIRNAME = "openvino"
 BF16_WEIGHTS_TOLERANCE = 1e-6  # at bf16, bf16 weights and float32 weights must agree: measured 0 (bit-identical)
-# bf16 weights computed at fp32 against the float32 graph: rounding of the weights alone (2^-9 relative);
-# loose, there to catch a broken file (measured below 1e-2 on SMALL and vox-256 random weights)
-BF16_WEIGHTS_AT_FP32_TOLERANCE = 0.1
+# bf16 weights computed at fp32 against the float32 graph: the rounding of the weights alone (2^-9 relative),
+# which the SMALL test heads (tuned sharp) magnify to 9e-2 at 256x256; loose, there to catch a broken file
+BF16_WEIGHTS_AT_FP32_TOLERANCE = 0.5
 
 
 def build(job: Job) -> None:
@@ -51,7 +51,7 @@ def _xnnpack_graph(job: Job) -> None:
         error = max_error(run_concrete(concrete, inputs),
                           openvino_ir.run(job.tmp / variant.files[0].path, inputs, tensors=dict(variant.tensors)))
         variant = replace(variant, verified=Verified("tensorflow", "fp32", error))
-        job.add(variant, Check(variant.label, error, FP32_TOLERANCE))
+        job.add(variant, Check(variant.short, error, FP32_TOLERANCE))
         job.progress.update(task, advance=1, step="done")
 
 
@@ -72,11 +72,11 @@ def _plain_generator(job: Job) -> None:
     error = max_error(run_concrete(concrete, inputs), openvino_ir.run(xml, inputs))
     variant = Variant("generator", "openvino", "plain", "bf16", (job.entry(xml), job.entry(_bin(xml))),
                       Verified("tensorflow", "fp32", error))
-    job.add(variant, Check(f"{variant.label} at fp32", error, BF16_WEIGHTS_AT_FP32_TOLERANCE))
+    job.add(variant, Check(f"{variant.short} @fp32", error, BF16_WEIGHTS_AT_FP32_TOLERANCE))
     if cpumod.current().fast_precision() == "bf16":  # where this CPU computes bf16: the same to the bit
         want, got = (openvino_ir.run(path, inputs, precision="bf16") for path in (fp32, xml))
-        job.checks.append(Check(f"{variant.label} at bf16", max_error(want, got), BF16_WEIGHTS_TOLERANCE,
-                                against="float32 weights at bf16"))
+        job.checks.append(Check(f"{variant.short} @bf16", max_error(want, got), BF16_WEIGHTS_TOLERANCE,
+                                against="fp32 weights"))
     job.progress.update(task, advance=1, step="done")
     job.graphs.drop("plain")
 

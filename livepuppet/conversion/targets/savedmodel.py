@@ -34,5 +34,5 @@ def build(job: Job) -> None:
         variant = Variant(network.name, "savedmodel", GRAPH, "fp32",
                           tuple(job.entry(p) for p in [folder / "saved_model.pb", *files]),
                           Verified("tensorflow", "fp32", error))
-        job.add(variant, Check(variant.label, error, FP32_TOLERANCE))
+        job.add(variant, Check(variant.short, error, FP32_TOLERANCE))
         job.progress.update(task, advance=1, step="done")

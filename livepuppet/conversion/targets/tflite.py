@@ -95,7 +95,7 @@ def build(job: Job) -> None:
         variant = Variant(network.name, "tflite", GRAPH, stored, (job.entry(path),), Verified("tensorflow", stored,
                           error), tensor_names(path))
         limit = FP32_TOLERANCE if stored == "fp32" else REDUCED_TOLERANCE[stored]
-        job.add(variant, Check(variant.label, error, limit))
+        job.add(variant, Check(variant.short, error, limit))
         job.progress.update(task, advance=1, step="done")
         if job.on_built:
             job.on_built(network.name)
