@@ -58,7 +58,8 @@ def one_run(engine, frames, fps: float, count: int) -> dict:
     return {"fps": stats.fps, "latency": stats.latency_ms or 0.0, "remote": stats.stage_ms.get("remote"),
             "server": stats.stage_ms.get("server"),
             "stages": {k: round(v, 1) for k, v in stats.stage_ms.items()},
-            "in flight": client and (client.in_flight.limit(), {k: round(v, 1) for k, v in client.in_flight.recent_ms.items()})}
+            "in flight": client and (client.in_flight.limit(),
+                                     {k: round(v, 1) for k, v in client.in_flight.recent_ms.items()})}
 
 
 def main() -> None:

@@ -62,7 +62,8 @@ def _local(model: Path, source: np.ndarray, driving: np.ndarray) -> np.ndarray:
 
 
 def test_lossless_remote_frames_equal_local_ones(model: Path, served) -> None:
-    """--remote-format png: the server's avatar is the local engine's to 1 level (the portrait goes up as 16-bit PNG)."""
+    """--remote-format png: the server's avatar is the local engine's to 1 level (the portrait goes up as a
+    16-bit PNG)."""
     source, driving = portrait_and_frames(64, 6)
     pipe, engine = remote_pipeline(served.url, model, "png")
     try:
@@ -315,7 +316,8 @@ def test_origin_allow_list_and_host_check(model: Path) -> None:
     with serving(model, ServeOptions(allow_origins=("https://puppets.example",))) as served:
         url = served.url + P.PATH
         for origin in ("https://puppets.example", "http://127.0.0.1:8765", "http://localhost:3000", None):
-            connect(url, origin=origin, open_timeout=5, legacy=True).close()  # allowed: listed, a page on this machine, no browser
+            # allowed: listed, a page on this machine, no browser
+            connect(url, origin=origin, open_timeout=5, legacy=True).close()
         with pytest.raises(InvalidStatus) as refused:
             connect(url, origin="https://evil.example", open_timeout=5, legacy=True)
         assert refused.value.response.status_code == 403
@@ -480,7 +482,7 @@ def test_a_second_frame_in_flight_only_where_it_overlaps_something() -> None:
     assert client.in_flight.limit() == 1
     client.in_flight.recent_ms.update(server=10.0, network=2.0, client=15.0)  # a GPU server: keypoints here take longer
     assert client.in_flight.limit() == 2
-    client.in_flight.recent_ms.update(server=55.0, network=30.0, client=6.0)  # a far server: the round trip is the network
+    client.in_flight.recent_ms.update(server=55.0, network=30.0, client=6.0)  # a far server: the network counts
     assert client.in_flight.limit() == 2
 
 

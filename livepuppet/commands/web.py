@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from livepuppet.web.page_server import make_server
 
     server = make_server(model, args.port, console)
-    console.print(f"livepuppet web: {model.name} at [bold]{server.url}/[/] (this machine only); Ctrl+C stops it", soft_wrap=True)
+    console.print(f"livepuppet web: {model.name} at [bold]{server.url}/[/] (this machine only); Ctrl+C stops it",
+                  soft_wrap=True)
     try:
         server.serve_forever()
     finally:

@@ -167,8 +167,12 @@ class _Worker(threading.Thread):
             self.stopping = True
             self.cond.notify_all()
 
+    def _ready_anyway(self) -> bool:
+        """Something for the worker besides a frame: a command, the end of input, a stop."""
+        return bool(self.commands) or self.stopping or self.input_closed
+
     def _ready(self) -> bool:
-        if self.stopping or self.commands or self.input_closed:
+        if self._ready_anyway():
             return True
         return len(self.inbox) >= (1 if self.live else self.batch)
 
@@ -176,7 +180,7 @@ class _Worker(threading.Thread):
         wait_ready = getattr(self.animator, "wait_ready", None)  # a remote generator with its frames in flight
         try:
             while True:
-                while wait_ready is not None and not wait_ready(0.05) and not (self.commands or self.stopping or self.input_closed):
+                while wait_ready is not None and not wait_ready(0.05) and not self._ready_anyway():
                     pass  # the crop taken next is then the newest, not one that waits for a slot
                 with self.cond:
                     self.cond.wait_for(self._ready)

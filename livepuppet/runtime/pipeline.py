@@ -84,7 +84,9 @@ class Pipeline:
         stages, start = dict(self.timings), time.perf_counter()
 
         def finished(out: np.ndarray, timings: dict[str, float]) -> None:
-            done(out, {**stages, "generate": (time.perf_counter() - start) * 1000, **timings})
+            ms = (time.perf_counter() - start) * 1000
+            self.history["generate"].append(ms)  # a deque: safe from the thread a remote frame arrives on
+            done(out, {**stages, "generate": ms, **timings})
 
         self.engine.generate_async(norm, self.source, finished)
 
