@@ -30,7 +30,7 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from livepuppet.web.site import make_server  # noqa: E402
+from livepuppet.web.page_server import make_server  # noqa: E402
 from tests import browser  # noqa: E402
 
 

@@ -105,6 +105,23 @@ def _motion_args(p: argparse.ArgumentParser) -> None:
                    help="scale the movement by the source/driving face size ratio (default: on)")
 
 
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", metavar="URL",
+                   help="render on a `livepuppet serve` machine (ws://HOST:PORT or wss://...): keypoints run here, "
+                        "only they go up, the camera picture never leaves this machine")
+    p.add_argument("--token", help="the server's token (default: $LIVEPUPPET_TOKEN)")
+    p.add_argument("--remote-format", choices=("jpeg", "png", "raw"), default="jpeg",
+                   help="how frames come down: jpeg (default), or lossless png / raw")
+    p.add_argument("--remote-quality", type=_quality, default=90, help="JPEG quality 1-100 (default 90)")
+
+
+def _quality(text: str) -> int:
+    value = _positive(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected a quality from 1 to 100, got {text!r}")
+    return value
+
+
 def _unit(text: str) -> float:
     try:
         value = float(text)
@@ -175,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_batch_size, default=1, help="camera frames per inference call (default 1)")
     p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
+    _remote_args(p)
     _motion_args(p)
     from livepuppet.runtime.smoothing import DEFAULT_STRENGTH
     _picture_args(p, DEFAULT_STRENGTH, "; 's' toggles it")
@@ -190,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-frame", action="store_true",
                    help="calibrate on the driving frame whose pose is nearest the source's")
     p.add_argument("--side-by-side", action="store_true", help="write source | driving | result panels")
+    _remote_args(p)
     _picture_args(p, 0.0, ", so that the output stays frame-exact")
 
     p = sub.add_parser("bench", help="what each stage costs on this machine")
@@ -202,6 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="model name (default: vox-adv)")
 
     sub.add_parser("doctor", help="what this machine offers livepuppet")
+
+    p = sub.add_parser("serve", help="render avatars for remote sessions (run --remote, the page's ?server=)")
+    _engine_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; anything else needs --token)")
+    p.add_argument("--port", type=int, default=8766, help="port (default 8766; 0: any free one)")
+    p.add_argument("--token", help="what clients must present (default: $LIVEPUPPET_TOKEN); at least 16 characters")
+    p.add_argument("--certfile", type=Path, help="TLS certificate (PEM), for wss://; or put a reverse proxy in front")
+    p.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    p.add_argument("--max-sessions", type=_positive, default=4, help="sessions at once; more get 'busy' (default 4)")
+    p.add_argument("--idle-timeout", type=_positive, default=30, help="seconds before a silent session is closed "
+                                                                      "(default 30)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a web page origin allowed to connect (https://host:port; repeat; pages on this machine "
+                        "always are)")
+    p.add_argument("--ray", action="store_true", help="deploy on Ray Serve: one replica per GPU, autoscaled on open "
+                                                      "sessions (pip install 'livepuppet[ray]')")
+    p.add_argument("--ray-address", help="the Ray cluster to join (default: start a local one)")
 
     p = sub.add_parser("web", help="the animation in a browser page (LiteRT.js), served here or exported")
     p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
@@ -222,6 +259,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
         "download": ("livepuppet.commands.download", "download"),
         "doctor": ("livepuppet.commands.doctor", "run"),
         "web": ("livepuppet.commands.web", "run"),
+        "serve": ("livepuppet.commands.serve", "run"),
     }[name]
     return getattr(import_module(module), func)
 

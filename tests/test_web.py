@@ -31,7 +31,8 @@ from livepuppet.live.keys import page_table
 
 from livepuppet.media import to_uint8
 from livepuppet.runtime.pipeline import Pipeline
-from livepuppet.web.site import STATIC, make_server
+from livepuppet.web.page_server import make_server
+from livepuppet.web.site import STATIC
 from tests import browser
 from tests.test_convert import SmallModels, shared_small_models
 
@@ -428,3 +429,39 @@ def test_bad_portrait_gets_a_visible_message(url: str, page, tmp_path: Path) -> 
     page.wait_for_function("Number(document.body.dataset.frames) >= 3", timeout=60_000)
     assert not page.is_visible("#message")
     assert not page.problems
+
+
+# --------------------------------------------------------------------------- the generator on a server (issue 22)
+
+
+@needs_browser
+def test_page_renders_on_a_server(small: SmallModels, url: str, page) -> None:
+    """?server=: keypoints in the page (LiteRT.js), the generator on `livepuppet serve`; lossless frames (png)
+    draw what the Python engine draws, and only the two keypoint models are loaded in the page."""
+    from tests.remote_kit import serving
+
+    model = small.model("legacy-fp32-b1")
+    with serving(model) as served:
+        hooked = browser.HookedPage(page, f"{url}?test&server={served.url}&format=png")
+        assert "generator on the server ws://127.0.0.1" in page.inner_text("#backend")
+        assert set(json.loads(page.evaluate("document.body.dataset.placement"))) == {"kp_detector", "kp_processing"}
+        err = _page_against_python(hooked, model, 4)
+        stages = page.inner_text("#stages")
+    print(f"\npage with the generator on a server vs Python LiteRT engine: mean {err.mean():.4f} levels, "
+          f"max {err.max()}; {stages} ms")
+    assert err.mean() <= MEAN_LEVELS and "remote" in stages and "server" in stages
+    assert "ended after 4 frames" in served.said()
+    assert not page.problems
+
+
+@needs_browser
+def test_page_with_a_wrong_token_says_so(small: SmallModels, url: str, page) -> None:
+    from livepuppet.remote.server import ServeOptions
+    from tests.remote_kit import serving
+
+    with serving(small.model("legacy-fp32-b1"), ServeOptions(token="the-right-token-0123")) as served:
+        page.goto(f"{url}?server={served.url}&token=guess")
+        page.wait_for_function("document.body.dataset.state", timeout=60_000)
+        assert page.evaluate("document.body.dataset.state") == "failed"
+        assert "wrong token" in page.inner_text("#message") and page.is_visible("#message")
+        assert "refused a session from 127.0.0.1" in served.said()

@@ -135,9 +135,16 @@ def run(args: argparse.Namespace) -> int:
     outputs.check(args.output, [args.driving, args.source, model_folder(args.model)])
     source_image = read_image(args.source)
     driving = open_frames(args.driving)
+    engine = None
     try:
-        folder = resolve_model(args.model)
-        size = read_folder(folder).frame_size
+        if getattr(args, "remote", None):  # the frame size is the server's model's
+            from livepuppet.remote.connect import open_remote
+
+            engine = open_remote(args, lambda text: console.print(text, markup=False, highlight=False))
+            folder, size = engine.folder.path, engine.frame_size
+        else:
+            folder = resolve_model(args.model)
+            size = read_folder(folder).frame_size
         portrait, notice = frame_portrait(source_image, size, args.paste_back)
         source = portrait.crop
         if notice:
@@ -145,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         writer = open_writer(args.output, driving.fps, driving.audio_source)
     except BaseException:
         driving.close()
+        if engine is not None:
+            engine.close()
         raise
     limit, batch = args.frames, args.batch
     total = driving.frame_count
@@ -153,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with writer, _progress(console) as progress:
-            engine = open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast,
-                                     device=args.device)
+            engine = engine or open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast,
+                                           device=args.device)
             pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                                 smoothing=args.smoothing, rate=driving.fps or 25.0)
             pipeline.set_source(source)
@@ -182,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, total=count)
     finally:
         driving.close()
+        if hasattr(engine, "close"):
+            engine.close()
     for notice in dict.fromkeys(pipeline.notices + getattr(driving, "notices", [])):
         console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
     # Only now, after the writer renamed it into place, does the output exist.
@@ -190,4 +201,6 @@ def run(args: argparse.Namespace) -> int:
     shown = f"{writer.path}{os.sep}" if isinstance(writer, FrameFolderWriter) else str(writer.path)
     console.print(f"animated {count} frames in {elapsed:.1f} s ({fps:.1f} fps) -> {shown}{audio}",
                   markup=False, highlight=False, soft_wrap=True)
+    if hasattr(engine, "summary"):
+        console.print(engine.summary(), markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -112,6 +112,21 @@ def startup_and_memory(first_frame_at: float) -> str:
     return "; ".join(parts)
 
 
+def _open_engine(args: argparse.Namespace, console: Console, stack: ExitStack):
+    """The local engine, or with --remote the remote one (closed with ``stack``)."""
+    if getattr(args, "remote", None):
+        from livepuppet.remote.connect import open_remote
+
+        engine = open_remote(args, lambda text: console.print(text, markup=False, highlight=False))
+        stack.callback(engine.close)
+        return engine
+    from livepuppet.commands.default_model import resolve_model
+    from livepuppet.runtime.choose import open_engine
+
+    model = resolve_model(args.model, download_ok=True, yes=args.yes)
+    return open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
@@ -124,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
     outputs.check(args.record, [args.camera, *args.source, *source_paths, model_folder(args.model)])
 
     images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
-    from livepuppet.commands.default_model import resolve_model
-    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
     from livepuppet.live.capture import open_camera
     from livepuppet.live.framing import FaceFramer
@@ -144,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(vcam.close)
             sinks.append(vcam)
             console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
-        model = resolve_model(args.model, download_ok=True, yes=args.yes)
-        engine = open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
+        engine = _open_engine(args, console, stack)
         sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
         capture = open_camera(args.camera, args.camera_size, paced=not getattr(args, "every_frame", False))
         stack.callback(capture.release)
@@ -160,10 +172,13 @@ def run(args: argparse.Namespace) -> int:
                 console.print(f"note: {notice}", markup=False, highlight=False)
         if not sinks:
             console.print("note: no preview, virtual camera or recording: frames are computed and dropped")
-        console.print(f"model {model} on {engine.label}; ready in {time.perf_counter() - started:.1f} s")
+        console.print(f"model {engine.folder.path} on {engine.label}; ready in "
+                      f"{time.perf_counter() - started:.1f} s")
         stats = run_live(pipeline, capture, FaceFramer(enabled=not args.no_face_tracking), sinks,
                          frames=args.frames, batch=args.batch, sources=sources, console=console)
     console.print(stats.summary())
+    if hasattr(engine, "summary"):  # a remote engine: frames rendered there and here, bytes up and down
+        console.print(engine.summary())
     if line := startup_and_memory(stats.first_frame_at):
         console.print(line)
     if args.record:

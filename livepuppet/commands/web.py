@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from livepuppet.web.site import export, folder_size, make_server
+from livepuppet.web.site import export, folder_size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,9 +19,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"web page for {model.name} written to {out} ({folder_size(out) / 1e6:.1f} MB); "
                       "serve it from any static host (see its _headers file for WebAssembly threads)")
         return 0
-    server = make_server(model, args.port)
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    console.print(f"livepuppet web: {model.name} at [bold]{url}[/] (this machine only); Ctrl+C stops it")
+    from livepuppet.web.page_server import make_server
+
+    server = make_server(model, args.port, console)
+    console.print(f"livepuppet web: {model.name} at [bold]{server.url}/[/] (this machine only); Ctrl+C stops it",
+                  soft_wrap=True)
     try:
         server.serve_forever()
     finally:

@@ -167,14 +167,21 @@ class _Worker(threading.Thread):
             self.stopping = True
             self.cond.notify_all()
 
+    def _ready_anyway(self) -> bool:
+        """Something for the worker besides a frame: a command, the end of input, a stop."""
+        return bool(self.commands) or self.stopping or self.input_closed
+
     def _ready(self) -> bool:
-        if self.stopping or self.commands or self.input_closed:
+        if self._ready_anyway():
             return True
         return len(self.inbox) >= (1 if self.live else self.batch)
 
     def run(self) -> None:
+        wait_ready = getattr(self.animator, "wait_ready", None)  # a remote generator with its frames in flight
         try:
             while True:
+                while wait_ready is not None and not wait_ready(0.05) and not self._ready_anyway():
+                    pass  # the crop taken next is then the newest, not one that waits for a slot
                 with self.cond:
                     self.cond.wait_for(self._ready)
                     if self.stopping:
@@ -189,16 +196,28 @@ class _Worker(threading.Thread):
                     fn(self.animator)
                 if take:
                     self._animate(take)
+            drain = getattr(self.animator, "drain", None)
+            if drain is not None:
+                drain()  # frames still out at a remote generator
         except BaseException as e:  # re-raised in the main thread after a clean shutdown
             self.error = e
         self._put(_DONE)
 
     def _animate(self, take: list[tuple[np.ndarray, float]]) -> None:
         t0 = time.perf_counter()
-        out = np.asarray(self.animator.animate(np.stack([c for c, _ in take])))
-        timings = {"inference": (time.perf_counter() - t0) * 1000, **self.animator.timings}
+        frames, stamps, tag = np.stack([c for c, _ in take]), [s for _, s in take], self.tag
+        start = getattr(self.animator, "animate_async", None)  # a remote generator answers later, elsewhere
+        if start is None:
+            out = self.animator.animate(frames)
+            self._publish(out, self.animator.timings, t0, stamps, tag)
+        else:
+            start(frames, lambda out, timings: self._publish(out, timings, t0, stamps, tag))
+
+    def _publish(self, out: np.ndarray, timings: dict[str, float], t0: float, stamps: list[float],
+                 tag: int | None) -> None:
+        timings = {"inference": (time.perf_counter() - t0) * 1000, **timings}
         kp = self.animator.keypoints()
-        self._put((out, None if kp is None else np.asarray(kp)[-1], timings, [s for _, s in take], self.tag))
+        self._put((np.asarray(out), None if kp is None else np.asarray(kp)[-1], timings, stamps, tag))
 
     def _put(self, item: object) -> None:
         while not self.stopping:
@@ -606,7 +625,8 @@ class _Display:
         return [" ".join(items[i:i + n]) for i in range(0, len(items), n)]
 
     def status_line(self) -> str:
-        state = " | camera stalled, reconnecting" if self.loop.intake.stalled else ""
+        notice = getattr(self.loop.animator, "notice", None)
+        state = " | camera stalled, reconnecting" if self.loop.intake.stalled else f" | {notice}" if notice else ""
         meter = self.loop.output.meter
         return f"{meter.text(recent=True)} | {meter.frames} avatar frames | ms: {' '.join(self.stage_text())}{state}"
 
@@ -635,7 +655,7 @@ class _Display:
             return
         label = "camera pass-through" if lp.passthrough else (
             f"avatar {lp.source_idx + 1}/{len(lp.sources)}" if lp.sources else "avatar")
-        notice = "camera stalled: reconnecting..." if cam.stalled else None
+        notice = "camera stalled: reconnecting..." if cam.stalled else getattr(lp.animator, "notice", None)
         lp.preview.show(PreviewView(camera=cam.camera, box=cam.box, avatar=lp.output.avatar,
                                     keypoints=lp.kp if lp.show_kp and not lp.passthrough else None,
                                     label=label, notice=notice, info=self.info() if lp.show_info else [],

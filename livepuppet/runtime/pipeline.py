@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,6 +71,41 @@ class Pipeline:
 
     def animate(self, frames: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) driving frames -> (B, H, W, 3) predictions, float32 in [0, 1]."""
+        norm = self._drive(frames)
+        start = time.perf_counter()
+        out = self.engine.generate(norm, self.source)
+        self._timed("generate", start)
+        return out
+
+    def animate_async(self, frames: np.ndarray, done: Callable[[np.ndarray, dict[str, float]], None]) -> None:
+        """:meth:`animate`, with the predictions and that frame's stage timings handed to ``done``: at once on a
+        local engine, later and from another thread on a remote one (see Engine.generate_async)."""
+        norm = self._drive(frames)
+        stages, start = dict(self.timings), time.perf_counter()
+
+        def finished(out: np.ndarray, timings: dict[str, float]) -> None:
+            ms = (time.perf_counter() - start) * 1000
+            self.history["generate"].append(ms)  # a deque: safe from the thread a remote frame arrives on
+            done(out, {**stages, "generate": ms, **timings})
+
+        self.engine.generate_async(norm, self.source, finished)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Until the engine takes a frame at once (a remote one with its frames in flight), at most ``timeout`` s:
+        the live loop takes the newest camera frame only then."""
+        return self.engine.wait_ready(timeout)
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait for frames still being generated elsewhere (a remote engine's) before the end of a run."""
+        self.engine.drain(timeout)
+
+    @property
+    def notice(self) -> str | None:
+        """A state the user should see while it lasts (a remote server away), or None."""
+        return getattr(self.engine, "notice", None)
+
+    def _drive(self, frames: np.ndarray) -> Keypoints:
+        """Driving frames -> keypoints processed against the source and the calibration, ready to generate."""
         if self.source is None:
             raise RuntimeError("set_source() first")
         start = time.perf_counter()
@@ -88,10 +124,8 @@ class Pipeline:
         self._last = driving
         norm = self.engine.process_keypoints(self.source.keypoints, driving, self.initial,
                                              self.relative, self.adapt_scale)
-        start = self._timed("process", start)
-        out = self.engine.generate(norm, self.source)
-        self._timed("generate", start)
-        return out
+        self._timed("process", start)
+        return norm
 
     def keypoints(self) -> np.ndarray | None:
         return None if self._last is None else self._last.value

@@ -2,9 +2,10 @@
 
 The page, its scripts and the LiteRT.js runtime ship inside the package
 (``web_static/``; the runtime is copied there from npm by ``web/build.mjs``), so
-no npm is needed here. The same files serve two ways: from this local server
-(127.0.0.1 only, with the cross-origin isolation headers WebAssembly threads
-need), or written out by ``--export`` as a static folder any host can serve.
+no npm is needed here. The same files serve two ways: from the local server
+(:mod:`livepuppet.web.page_server`: 127.0.0.1 only, with the cross-origin isolation
+headers WebAssembly threads need), or written out by ``--export`` as a static
+folder any host can serve.
 The model files are the model folder's own ``.tflite`` files, unmodified.
 """
 
@@ -12,15 +13,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import mimetypes
 import os
 import shutil
-from functools import partial
-from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from livepuppet import outputs
 from livepuppet.errors import LivepuppetError, ModelFolderError
@@ -32,7 +28,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
 KEYS_JSON = "keys.json"  # the page's part of livepuppet.live.keys.KEYS: one key table for the page and the desktop
-PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "remote.js", "style.css")
 MAX_MODEL_FILE = 2**31  # a .tflite is a FlatBuffer, which cannot pass 2 GiB
 TFLITE_ID = b"TFL3"  # the FlatBuffer file identifier, bytes 4-8 of every .tflite
 # What lets the page use SharedArrayBuffer (WebAssembly threads): cross-origin isolation.
@@ -61,11 +57,14 @@ def web_manifest(folder: ModelFolder) -> dict[str, Any]:
         batch = "a dynamic batch" if folder.batch is None else f"a batch of {folder.batch}"
         raise ModelFolderError(f"{folder.path} has {batch}; the web page needs one frame per call: "
                                "convert it with --batch 1")
+    from livepuppet.remote.protocol import model_id
+
     h, w = folder.frame_size
     variants = page_variants(folder)
     return {"frame_size": [h, w], "num_kp": folder.num_kp, "precision": variants["generator"].precision,
             "numerics": folder.numerics, "batch": folder.batch,
-            "models": {name: f"{name}.tflite" for name in NETWORKS}}
+            "models": {name: f"{name}.tflite" for name in NETWORKS},
+            "model_id": model_id(folder)}  # what a server's model must match for ?server= (its keypoints)
 
 
 def keys_json() -> bytes:
@@ -98,65 +97,6 @@ def runtime_files() -> dict[str, Path]:
         raise LivepuppetError(f"this livepuppet install lacks its web files ({', '.join(missing) or 'wasm'}); "
                               "reinstall it, or build them with `npm ci && node build.mjs` in web/")
     return files
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    """Serves a fixed table of files, nothing else: no directory listings, no path walking."""
-
-    files: dict[str, Path] = {}
-    blobs: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self._send(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._send(head=True)
-
-    def _send(self, head: bool) -> None:
-        name = urlsplit(self.path).path.lstrip("/") or "index.html"
-        if name not in self.files and name not in self.blobs:
-            self.send_error(HTTPStatus.NOT_FOUND)
-            return
-        body, encoding = self._body(name)
-        self.send_response(HTTPStatus.OK)
-        ctype = "application/wasm" if name.endswith(".wasm") else mimetypes.guess_type(name)[0]
-        self.send_header("Content-Type", ctype or "application/octet-stream")
-        if encoding:
-            self.send_header("Content-Encoding", encoding)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-cache")
-        for key, value in ISOLATION_HEADERS.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _body(self, name: str) -> tuple[bytes, str | None]:
-        if name in self.blobs:
-            return self.blobs[name], None
-        data = self.files[name].read_bytes()
-        if self.files[name].suffix != ".gz":
-            return data, None
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            return data, "gzip"
-        return gzip.decompress(data), None
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: users never see request logs
-        pass
-
-
-def make_server(model: Path, port: int = 0) -> ThreadingHTTPServer:
-    """A server for the page and ``model`` on 127.0.0.1:``port`` (0: any free port); not started."""
-    manifest = read_folder(model)
-    blobs = {MODEL_PREFIX + WEB_MANIFEST: json.dumps(web_manifest(manifest)).encode(), KEYS_JSON: keys_json()}
-    files = runtime_files() | {MODEL_PREFIX + k: v for k, v in model_files(manifest).items()}
-    handler = type("Handler", (_Handler,), {"files": files, "blobs": blobs})
-    try:
-        return ThreadingHTTPServer(("127.0.0.1", port), partial(handler))
-    except OverflowError:
-        raise LivepuppetError(f"port {port} is out of range; choose one from 1 to 65535") from None
-    except OSError as exc:
-        raise LivepuppetError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --port") from None
 
 
 def export(model: Path, out: Path) -> Path:

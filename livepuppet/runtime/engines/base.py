@@ -9,6 +9,7 @@ a file of another network (or size) is a one-line error, not a crash mid-run.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +110,21 @@ class Engine(ABC):
         out = self._batched("generator", {k: _f32(v) for k, v in inputs.items()},
                             ("driving_value", "driving_jacobian"))
         return out["prediction"]
+
+    def generate_async(self, driving: Keypoints, source: SourceData,
+                       done: Callable[[np.ndarray, dict[str, float]], None]) -> None:
+        """Generate, then ``done(prediction, timings)``. Here at once; a remote engine returns as soon as the
+        keypoints are sent and calls ``done`` from another thread when the frame is back (or never, for a frame
+        lost with the connection: live use only, where the newest frame wins)."""
+        done(self.generate(driving, source), {})
+
+    def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for every ``generate_async`` to be done."""
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until ``generate_async`` would start at once (a remote engine's frames in
+        flight); whether it would. A local engine always would."""
+        return True
 
 
 def check_inputs(folder: ModelFolder, network: str, actual: dict[str, tuple[int, ...]], path: object) -> None:

@@ -5,9 +5,12 @@
 //   backend=auto|webgpu|wasm  auto: WebGPU on a hardware GPU adapter, else WebAssembly; webgpu also
 //                   takes a software adapter (SwiftShader); wasm: never WebGPU
 //   threads=N|auto  WebAssembly threads (auto: all cores when the page is cross-origin isolated)
+//   server=ws[s]://host:port  the generator on a `livepuppet serve` machine: only keypoints leave the page
+//   token=T, format=jpeg|png|raw, quality=1..100   for that server (its token; how frames come down)
 //   test            no camera; window.livepuppetTest feeds frames and reads the canvas back
 import {Framer} from './framing.js';
 import {describeRuntime, Puppet, startRuntime, toImageData, toModelPixels} from './puppet.js';
+import {RemoteGenerator} from './remote.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -54,8 +57,13 @@ class App {
     this.fps = 0;
     this.last = 0;
     this.totals = {}; // ms per stage summed over all frames (benchmarks/web_fps.py averages them)
-    $('backend').textContent = describeRuntime(runtime, puppet.placement);
+    $('backend').textContent = describeRuntime(runtime, puppet.placement)
+      + (puppet.remote ? `; generator on the ${puppet.remote.describe()}` : '');
     $('backend').title = runtime.gpuWhy ? `not on WebGPU: ${runtime.gpuWhy}` : '';
+    if (puppet.remote) {
+      document.querySelector('.note').textContent = 'The generator runs on the server: only keypoints leave this '
+        + 'page (the portrait once); the camera picture never does.';
+    }
     Object.assign(document.body.dataset, {backend: runtime.accelerator, threads: runtime.threads,
       placement: JSON.stringify(puppet.placement)});
   }
@@ -106,7 +114,7 @@ class App {
   }
 
   async setSource(rgba) {
-    await this.puppet.setSource(toModelPixels(rgba));
+    await this.puppet.setSource(toModelPixels(rgba), rgba);
     this.puppet.recalibrate();
     showMessage('');
     document.body.dataset.source = 'ready';
@@ -116,7 +124,12 @@ class App {
   async drive(rgba) {
     const calibrating = this.puppet.initial === null;
     const out = await this.puppet.animate(toModelPixels(rgba));
-    this.avatar.putImageData(toImageData(out, this.image), 0, 0);
+    if (out instanceof Float32Array) this.avatar.putImageData(toImageData(out, this.image), 0, 0);
+    else if (out instanceof ImageData) this.avatar.putImageData(out, 0, 0);
+    else if (out) { // a server's frame; null: it is away, the last frame stays
+      this.avatar.drawImage(out, 0, 0);
+      out.close();
+    }
     this.frames += 1;
     if (calibrating) {
       this.calibrations += 1;
@@ -130,11 +143,11 @@ class App {
   /** fps, and each stage's ms: the three models' runs, 'copies' (their tensors in and out), 'page' (the rest). */
   showStats() {
     const now = performance.now();
-    const {keypoints = 0, process = 0, generate = 0, copies = 0} = this.puppet.timings;
+    const {keypoints = 0, process = 0, generate = 0, copies = 0, remote = 0} = this.puppet.timings;
     if (this.last) {
       const ms = now - this.last;
       this.fps = this.fps ? 0.9 * this.fps + 0.1 * (1000 / ms) : 1000 / ms;
-      this.puppet.timings.page = Math.max(0, ms - keypoints - process - generate - copies);
+      this.puppet.timings.page = Math.max(0, ms - keypoints - process - generate - copies - remote);
     }
     this.last = now;
     for (const [k, v] of Object.entries(this.puppet.timings)) this.totals[k] = (this.totals[k] || 0) + v;
@@ -207,17 +220,28 @@ function testHook(app) {
   };
 }
 
+/** ?server=...: a maker of the RemoteGenerator for the page's model (web.json), or null to generate here. */
+function remoteFromParams() {
+  const server = params.get('server');
+  if (!server) return null;
+  return (manifest) => new RemoteGenerator(server, {
+    token: params.get('token') || '', format: params.get('format') || 'jpeg',
+    quality: Number(params.get('quality') || 90), size: manifest.frame_size, numKp: manifest.num_kp,
+    modelId: manifest.model_id, onState: showMessage});
+}
+
 async function main() {
   if (params.get('view') === 'avatar') document.body.classList.add('avatar-only');
   let app;
   let keys;
   try {
     const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
-    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime);
+    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime, remoteFromParams());
     keys = await (await fetch('keys.json')).json();
     app = new App(puppet, runtime);
   } catch (e) {
-    showMessage(`the models could not start in this browser: ${e.message}`);
+    showMessage(params.get('server') ? `the page could not start with the server ${params.get('server')}: ${e.message}`
+      : `the models could not start in this browser: ${e.message}`);
     $('backend').textContent = 'none';
     document.body.dataset.state = 'failed';
     return;

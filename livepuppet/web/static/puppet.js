@@ -4,6 +4,7 @@
 import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from '@litertjs/core';
 
 const MODELS = ['kp_detector', 'source_encoder', 'kp_processing', 'generator'];
+const REMOTE_MODELS = ['kp_detector', 'kp_processing']; // what the page runs when a server generates
 // Adapters that draw on the CPU: WebGPU through them is slower than WebAssembly with XNNPACK.
 const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|software|basic render/i;
 
@@ -131,16 +132,19 @@ async function compile(url, runtime) {
 }
 
 export class Puppet {
-  constructor(models, manifest, placement = {}) {
+  constructor(models, manifest, placement = {}, remote = null) {
     this.models = models;
     this.placement = placement;
+    this.remote = remote; // a RemoteGenerator (remote.js): the generator on a server, the rest here
     [this.height, this.width] = manifest.frame_size;
     this.relative = 1;
     this.adaptScale = 1;
     this.source = null;
     this.kept = null; // the source's tensors for the generator, made once per portrait
     this.initial = null;
-    this.timings = {keypoints: 0, process: 0, generate: 0, copies: 0}; // the last frame's ms
+    // the last frame's ms: with a server, its round trip (remote) and its own time (server) for generate
+    this.timings = remote ? {keypoints: 0, process: 0, copies: 0, remote: 0, server: 0}
+      : {keypoints: 0, process: 0, generate: 0, copies: 0};
     this.queue = Promise.resolve();
   }
 
@@ -151,15 +155,18 @@ export class Puppet {
     return result;
   }
 
-  /** Fetch and compile the four .tflite files named by model/web.json for ``runtime`` (startRuntime's). */
-  static async load(base, runtime) {
+  /** Fetch and compile the .tflite files named by model/web.json for ``runtime`` (startRuntime's): all four, or
+   * with ``server`` (makeRemote(manifest) -> a RemoteGenerator) the two keypoint models, the generator there. */
+  static async load(base, runtime, makeRemote = null) {
     const manifest = await (await fetch(new URL('web.json', base))).json();
+    const remote = makeRemote ? makeRemote(manifest) : null;
+    if (remote) await remote.connect();
     const models = {};
     const placement = {};
-    for (const name of MODELS) {
+    for (const name of remote ? REMOTE_MODELS : MODELS) {
       [models[name], placement[name]] = await compile(new URL(manifest.models[name], base).href, runtime);
     }
-    return new Puppet(models, manifest, placement);
+    return new Puppet(models, manifest, placement, remote);
   }
 
   /** Run ``model`` on named float32 ``inputs`` and ``kept`` tensors; with a ``stage``, its run's ms go to
@@ -184,13 +191,19 @@ export class Puppet {
     return result;
   }
 
-  /** Source image, float32 RGB (H*W*3) in [0, 1]: its keypoints and generator features, once. */
-  setSource(pixels) {
-    return this._exclusive(() => this._setSource(pixels));
+  /** Source image, float32 RGB (H*W*3) in [0, 1] (and its RGBA bytes, for a server): its keypoints and
+   * generator features (here, or the portrait sent to the server), once. */
+  setSource(pixels, rgba = null) {
+    return this._exclusive(() => this._setSource(pixels, rgba));
   }
 
-  async _setSource(pixels) {
+  async _setSource(pixels, rgba) {
     const kp = await this._run(this.models.kp_detector, {image: pixels});
+    if (this.remote) {
+      await this.remote.setSource(rgba);
+      this.source = {value: kp.value, jacobian: kp.jacobian};
+      return;
+    }
     const enc = await this._run(this.models.source_encoder, {source: pixels});
     const gen = this.models.generator;
     const kept = {};
@@ -211,7 +224,8 @@ export class Puppet {
     this.initial = null;
   }
 
-  /** One driving frame, float32 RGB in [0, 1] -> the animated portrait, float32 RGB in [0, 1]. */
+  /** One driving frame, float32 RGB in [0, 1] -> the animated portrait, float32 RGB in [0, 1] (from a server: an
+   * ImageBitmap or ImageData, or null to keep the last frame). */
   animate(pixels) {
     return this._exclusive(() => this._animate(pixels));
   }
@@ -227,6 +241,11 @@ export class Puppet {
       driving_value: kp.value, driving_jacobian: kp.jacobian,
       relative: new Float32Array([this.relative]), adapt_scale: new Float32Array([this.adaptScale]),
     }, {}, 'process');
+    if (this.remote) { // an ImageBitmap or ImageData, or null while the server is away (the last frame stays)
+      const frame = await this.remote.generate(norm.value, norm.jacobian);
+      Object.assign(this.timings, this.remote.timings);
+      return frame;
+    }
     const out = await this._run(this.models.generator, {driving_value: norm.value, driving_jacobian: norm.jacobian},
       this.kept, 'generate');
     return out.prediction;
