@@ -47,6 +47,8 @@ FLOAT32_MODELS = {"int8": ("kp_detector",)}
 # nearly all the weights (vox-256: 272 of 330 MB at float32); the keypoint detector runs at fp32 by default.
 BF16_WEIGHTS = ("generator",)
 BF16_WEIGHTS_TOLERANCE = 1e-6  # measured 0 (bit-identical) on vox-256 and SMALL, Zen 4 AVX512-BF16
+GROUPS_SHOWN = 8  # the most sensitive convolution groups in the --fast table
+INT8_GRAPH = "int8"  # the graph --fast quantises (fomm/modules/rewrites.py)
 
 
 def openvino_graph(cpu: cpumod.CPU) -> str:
@@ -200,6 +202,10 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
     console = console or Console(stderr=True)
     out = Path(out)
     check_destination(out)
+    if fast:
+        from livepuppet.conversion.quantize import check_cpu
+
+        check_cpu()
     start = time.perf_counter()
     fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK)  # the TFLite graph
     specs = model_specs(fomm, batch)
@@ -215,7 +221,7 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
                 errors.append((model.name, *err))
                 if on_model_built:
                     on_model_built(model.name)
-            openvino = _build_openvino(checkpoint, cfg, fomm, tmp, models, precision, batch, progress)
+            openvino = _build_openvino(checkpoint, cfg, fomm, tmp, models, precision, batch, progress, fast)
         _print_errors(console, errors, precision, openvino)
         _check_errors(errors, precision, openvino)
         manifest = {
@@ -292,13 +298,14 @@ def _build_one(fomm: FOMM, model: ModelSpec, tmp: Path, precision: str, batch: i
 
 
 def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: Path, models: dict,
-                    precision: str, batch: int | None, progress: Progress) -> dict | None:
+                    precision: str, batch: int | None, progress: Progress, fast: bool = False) -> dict | None:
     """OpenVINO IR of each model, from the float32 graph OpenVINO runs best here; None without OpenVINO.
 
     Where that graph is the TFLite one and the ``.tflite`` file is float32, the
     file is reused; otherwise a float32 ``.tflite`` of OpenVINO's graph is made
     in passing. Each IR is verified at float32 against its TensorFlow graph, and
-    its entry joins the model's in the manifest.
+    its entry joins the model's in the manifest. With ``fast``, the generator's
+    IR in the int8 graph, which ``--fast`` quantises, is ``int8_source``.
     """
     if not openvino_export.available():
         return None
@@ -308,21 +315,9 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
     errors, bf16 = {}, {}
     for model in model_specs(ov_fomm, batch):
         task = progress.add_task(f"{model.name} (OpenVINO)", total=2, step="IR")
-        module = _export_module(model)
-        concrete = module.serve.get_concrete_function()
-        source = tmp / models[model.name]["tflite"]
         reuse = ov_fomm is fomm and model_precision(model.name, precision) == "fp32"
-        if not reuse:
-            source = tmp / f".{model.name}.openvino.tflite"
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            source.write_bytes(converter.convert())
         xml = tmp / openvino_export.DIRNAME / f"{model.name}.xml"
-        try:
-            openvino_export.convert(source, xml)
-        finally:
-            if not reuse:
-                source.unlink(missing_ok=True)
+        concrete = write_openvino_ir(model, xml, tmp / models[model.name]["tflite"] if reuse else None)
         progress.update(task, advance=1, step="verifying")
         inputs = sample_inputs(ov_fomm, model, batch or 2)
         expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
@@ -333,7 +328,36 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
             bf16[model.name] = _build_bf16_weights(xml, inputs, models[model.name])
     import openvino as ov
 
-    return {"graph": graph, "errors": errors, "bf16_weights": bf16, "version": ov.__version__}
+    out = {"graph": graph, "errors": errors, "bf16_weights": bf16, "version": ov.__version__}
+    if fast:  # the float32 generator --fast quantises, in the int8 graph (a file for the time of it)
+        task = progress.add_task("generator (int8 graph)", total=1, step="IR")
+        int8 = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[INT8_GRAPH])
+        spec = next(m for m in model_specs(int8, batch) if m.name == "generator")
+        out["int8_source"] = tmp / f".{spec.name}.{INT8_GRAPH}.xml"
+        concrete = write_openvino_ir(spec, out["int8_source"])
+        inputs = sample_inputs(int8, spec, batch or 2)
+        expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        out["int8_source_error"] = _max_error(expected, openvino_export.run(out["int8_source"], inputs))
+        progress.update(task, advance=1, step="done")
+    return out
+
+
+def write_openvino_ir(model: ModelSpec, xml: Path, tflite: Path | None = None):
+    """Write ``model``'s IR to ``xml``, from ``tflite`` or a float32 ``.tflite`` made in passing; its concrete function."""
+    module = _export_module(model)
+    concrete = module.serve.get_concrete_function()
+    source = tflite or xml.with_name(f".{model.name}.openvino.tflite")
+    if tflite is None:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_bytes(converter.convert())
+    try:
+        openvino_export.convert(source, xml)
+    finally:
+        if tflite is None:
+            source.unlink(missing_ok=True)
+    return concrete
 
 
 def _build_bf16_weights(xml: Path, inputs: dict[str, np.ndarray], entry: dict) -> float:
@@ -350,18 +374,55 @@ def _build_bf16_weights(xml: Path, inputs: dict[str, np.ndarray], entry: dict) -
 
 
 def _build_fast(tmp: Path, manifest: dict, openvino: dict | None, console: Console) -> dict:
-    """``--fast``: the int8 generator (:mod:`.quantize`), its error against float32 said and recorded."""
+    """``--fast``: the int8 generator (:mod:`.quantize`), its plan and its error against float32 said and recorded."""
     if not openvino:
         raise LivepuppetError("--fast needs OpenVINO and NNCF: pip install openvino nncf")
     try:
         from livepuppet.conversion.quantize import build_fast
     except ImportError:
         raise LivepuppetError("--fast needs NNCF: pip install nncf") from None
-    with console.status("quantising the generator to int8 (NNCF, 40 calibration frames)..."):
-        fast = build_fast(tmp, manifest, openvino["graph"])
-    console.print(f"int8 generator: {fast['mean_levels']:.2f} mean / {fast['max_levels']:.1f} max levels from "
-                  f"float32 on the bundled face ({fast['kept_in_float']} ops kept at {fast['float_precision']})")
+    source = openvino["int8_source"]
+    try:
+        with Progress(TextColumn("{task.description:<26}"), BarColumn(), TextColumn("{task.fields[step]:<24}"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            fast = build_fast(tmp, manifest, source, progress)
+    finally:
+        source.unlink(missing_ok=True)
+        source.with_suffix(".bin").unlink(missing_ok=True)
+    manifest["graphs"]["openvino_int8"] = INT8_GRAPH
+    _print_fast(console, fast)
     return fast
+
+
+def _print_fast(console: Console, fast: dict) -> None:
+    """The plan: every convolution group's error alone at int8, which stayed in float, the whole frame's error."""
+    from livepuppet.runtime.engines.auto import BUDGET
+
+    plan = fast["plan"]
+    table = Table(title=f"--fast: int8 convolutions, levels from float32 on the bundled face "
+                        f"(budget {BUDGET['mean']} mean / {BUDGET['max']:g} max)")
+    for col in ("at int8", "GFLOP", "mean", "max", ""):
+        table.add_column(col, justify="left" if col in ("at int8", "") else "right")
+    table.add_row(f"none (generator at {plan['float_precision']})", "0", *_levels(plan["float_only"]), "")
+    table.add_row("every convolution", f"{plan['int8_gflop'] + plan['float_gflop']:.1f}", *_levels(plan["all_int8"]), "")
+    for group in plan["groups"][:GROUPS_SHOWN]:
+        kept = group["label"] in plan["kept"]
+        table.add_row(f"  only {group['label']}", f"{group['gflop']:.2f}", *_levels((group["mean"], group["max"])),
+                      f"kept at {plan['float_precision']}" if kept else "")
+    table.add_section()
+    table.add_row("[bold]the generator as planned[/]", f"{plan['int8_gflop']:.1f}", *_levels((plan["mean"], plan["max"])),
+                  "")
+    for kp, err in fast["kp_errors"].items():
+        table.add_row(f"[bold]whole frame, keypoints {kp}[/]", "", *_levels(err),
+                      "[bold]chosen[/]" if kp == fast["kp_precision"] else "")
+    console.print(table)
+    verdict = "within" if fast["within_budget"] else "[yellow]over[/]"
+    console.print(f"int8 generator: {plan['reason']}; {fast['mean_levels']:.2f} mean / {fast['max_levels']:.1f} max "
+                  f"levels from float32, {verdict} the budget ({fast['seconds']:.0f} s)")
+
+
+def _levels(err) -> tuple[str, str]:
+    return f"{err[0]:.2f}", f"{err[1]:.1f}"
 
 
 def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str,
@@ -381,6 +442,10 @@ def _print_errors(console: Console, errors: list[tuple[str, float, float]], prec
 
 
 def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None = None) -> None:
+    if openvino and not openvino.get("int8_source_error", 0.0) <= FP32_TOLERANCE:
+        raise VerificationError(f"the generator's int8 graph differs from the TensorFlow graph by "
+                                f"{openvino['int8_source_error']:.2e} at float32 (limit {FP32_TOLERANCE:g}); nothing "
+                                "was written. Please report this with your TensorFlow and OpenVINO versions")
     for name, err in (openvino or {}).get("bf16_weights", {}).items():
         if not err <= BF16_WEIGHTS_TOLERANCE:
             raise VerificationError(f"the {name} stored at bf16 computes {err:.2e} away from the float32 one at "
