@@ -60,10 +60,15 @@ def open_from_args(folder: str | Path, args) -> Engine:
         if kind not in ("auto", "openvino") or getattr(args, "exact", False):
             raise LivepuppetError("--fast runs the int8 OpenVINO generator: use it with --engine auto or openvino, "
                                   "without --exact")
-        from livepuppet.runtime.engines.openvino import default_precision
+        from livepuppet.runtime import cpu
+        from livepuppet.runtime.engines.auto import fast_kp_precision
+
+        if not cpu.current().int8:
+            raise LivepuppetError("--fast runs int8, and this CPU has no int8 dot products (AMX-INT8, AVX512-VNNI "
+                                  "or AVX-VNNI): it would be slower than the default here; run without --fast")
 
         return open_engine(folder, "openvino", getattr(args, "threads", None), precision="int8",
-                           kp_precision=default_precision(), device=device)
+                           kp_precision=fast_kp_precision(read_manifest(folder)), device=device)
     return open_engine(folder, kind, getattr(args, "threads", None), device=device,
                        exact=bool(getattr(args, "exact", False)))
 

@@ -77,10 +77,20 @@ def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list
         fast = cpu.fast_precision()
         if not exact and fast != "fp32":
             out += [Candidate("openvino", fast, "fp32"), Candidate("openvino", fast, fast)]
-        if not exact and manifest.model("generator").get("openvino_int8"):
-            out.append(Candidate("openvino", "int8", fast))
+        if not exact and cpu.int8 and manifest.model("generator").get("openvino_int8"):
+            out.append(Candidate("openvino", "int8", fast_kp_precision(manifest, cpu)))
     out.sort(key=lambda c: (c.precision != "fp32" or c.kp_precision != "fp32", c.engine != "tflite"))
     return out
+
+
+def fast_kp_precision(manifest: Manifest, cpu: cpumod.CPU | None = None) -> str:
+    """The keypoint detector's precision beside the int8 generator, as ``convert --fast`` measured and chose it:
+    int8, float32, or this CPU's reduced float precision (the one measured may not exist on the CPU that runs it)."""
+    fast = manifest.data.get("fast")
+    recorded = fast.get("kp_precision") if isinstance(fast, dict) else None
+    if recorded == "int8" and manifest.model("kp_detector").get("openvino_int8"):
+        return "int8"
+    return "fp32" if recorded == "fp32" else (cpu or cpumod.current()).fast_precision()
 
 
 def _has_openvino(manifest: Manifest) -> bool:

@@ -3,7 +3,8 @@
 bfloat16 where the CPU computes it natively (AMX, AVX512-BF16), float32
 elsewhere on x86, float16 on ARM; ``precision`` overrides. ``precision="int8"``
 runs the generator ``convert --fast`` quantised (:mod:`livepuppet.conversion.quantize`),
-its float parts at the CPU's precision. Keypoint processing
+its float parts at the CPU's precision, and ``kp_precision="int8"`` its keypoint
+detector (the models without an int8 form run at the CPU's float precision). Keypoint processing
 (a 2x2 inverse per keypoint, tiny) always runs at float32; the keypoint
 detector runs at ``kp_precision``, because every later stage inherits its
 keypoints and the soft-argmax at temperature 0.1 magnifies rounding tenfold.
@@ -26,6 +27,7 @@ from livepuppet.runtime.engines.base import Engine
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # livepuppet's names -> OpenVINO's hints
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
 ALWAYS_FP32 = ("kp_processing",)
+INT8_MODELS = ("generator", "kp_detector")  # the models convert --fast quantises
 
 
 def default_precision(cpu: cpumod.CPU | None = None) -> str:
@@ -65,11 +67,11 @@ class OpenVINOEngine(Engine):
             core.set_property({"CACHE_DIR": str(cache)})  # compiled models: start-up in a fraction of the time
         self._requests = {}
         for model in MODEL_NAMES:
-            precision = ("fp32" if model in ALWAYS_FP32 else self.kp_precision if model == "kp_detector"
-                         else default_precision() if self.int8 else self.precision)
-            path = _ir_path(manifest, model, _ir_kind(manifest, model, precision, self.int8))
+            precision = self._precision_of(model)
+            path = _ir_path(manifest, model, _ir_kind(manifest, model, precision))
+            hint = default_precision() if precision == "int8" else precision  # int8 models' float parts
             try:
-                compiled = core.compile_model(str(path), self.device, self._config(precision))
+                compiled = core.compile_model(str(path), self.device, self._config(hint))
             except RuntimeError as exc:
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise ModelFolderError(f"OpenVINO cannot load {path} ({first}); convert again") from None
@@ -82,6 +84,12 @@ class OpenVINOEngine(Engine):
     def label(self) -> str:
         kp = "" if self.kp_precision == self.precision else f", keypoints {self.kp_precision}"
         return f"openvino {self.precision}{kp} on {self.device}"
+
+    def _precision_of(self, model: str) -> str:
+        if model in ALWAYS_FP32:
+            return "fp32"
+        precision = self.kp_precision if model == "kp_detector" else self.precision
+        return default_precision() if precision == "int8" and model not in INT8_MODELS else precision
 
     def _config(self, precision: str) -> dict:
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
@@ -96,12 +104,12 @@ class OpenVINOEngine(Engine):
         return {name: request.get_tensor(name).data.copy() for name in outputs}
 
 
-def _ir_kind(manifest: Manifest, model: str, precision: str, int8: bool) -> str:
-    """Which of a model's IR files to compile: the int8 generator, the one with bf16 weights, or float32.
+def _ir_kind(manifest: Manifest, model: str, precision: str) -> str:
+    """Which of a model's IR files to compile: the int8 one, the one with bf16 weights, or float32.
 
     The bf16-weights file computes the same to the bit at bf16, from half the
     memory; folders converted on a CPU without bf16 (or before it) lack it."""
-    if int8 and model == "generator":
+    if precision == "int8":
         return "openvino_int8"
     if precision == "bf16" and manifest.model(model).get("openvino_bf16"):
         return "openvino_bf16"
@@ -111,7 +119,7 @@ def _ir_kind(manifest: Manifest, model: str, precision: str, int8: bool) -> str:
 def _ir_path(manifest: Manifest, model: str, kind: str = "openvino") -> Path:
     entry = manifest.model(model).get(kind)
     if kind == "openvino_int8" and not entry:
-        raise ModelFolderError(f"{manifest.folder} has no int8 generator; make one with "
+        raise ModelFolderError(f"{manifest.folder} has no int8 {model.replace('_', ' ')}; make one with "
                                f"`livepuppet convert CHECKPOINT --out {manifest.folder} --fast`")
     if not entry or not (manifest.folder / entry).is_file():
         raise ModelFolderError(
