@@ -178,13 +178,21 @@ def measure_peak(threads: int | None = None, repeats: int = 7, shape: tuple[int,
 
 # --------------------------------------------------------------------------- a model with random weights
 
-def random_state(cfg: ModelConfig, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def random_state(cfg: ModelConfig, seed: int = 0, outliers: tuple[str, ...] = (), outlier_scale: float = 64.0
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(generator, kp_detector) state dicts for ``cfg`` with random, numerically sane weights.
 
     numpy only. Convolutions get He-style weights; batch norms positive
     running variances; the jacobian head starts at the identity and the output
     heads are damped, so keypoints, jacobians and sampling grids stay finite
     and plausible, which is all that timing needs.
+
+    ``outliers`` names generator convolutions (``bottleneck.r0.conv1``,
+    ``up_blocks.1.conv``, ``final``) that get an input channel
+    ``outlier_scale`` times larger than the rest, and weights on that channel
+    as much smaller: harmless in float, but an input that int8, at one range
+    per tensor, quantises badly, as trained networks' outlier channels are
+    (tests of ``--fast``'s plan and of auto's choice).
     """
     rng = np.random.default_rng(seed)
     states = []
@@ -215,14 +223,40 @@ def random_state(cfg: ModelConfig, seed: int = 0) -> tuple[dict[str, np.ndarray]
                 value = rng.normal(0, 0.05, shape)
             state[name] = np.ascontiguousarray(value, dtype=np.float32)
         states.append(state)
+    for conv in outliers:
+        _outlier_channel(states[0], conv, outlier_scale)
     return states[0], states[1]
 
 
+def _outlier_channel(state: dict[str, np.ndarray], conv: str, scale: float) -> None:
+    """Channel 0 of ``conv``'s input made ``scale`` times the others' size and always on (the batch norm
+    before its ReLU shifted up), ``conv``'s weights on it ``scale`` times smaller."""
+    norm = _norm_before(state, conv)
+    if f"{conv}.weight" not in state or f"{norm}.weight" not in state:
+        raise KeyError(f"no generator convolution {conv!r} after a batch norm in this architecture")
+    state[f"{norm}.weight"][0] *= scale
+    state[f"{norm}.bias"][0] = scale
+    state[f"{conv}.weight"][:, 0] /= scale
+
+
+def _norm_before(state: dict[str, np.ndarray], conv: str) -> str:
+    """The batch norm whose ReLU'd output ``conv`` reads, by the generator's layout (blocks.py)."""
+    parts = conv.split(".")
+    if parts[0] == "bottleneck":  # norm1 -> conv1, norm2 -> conv2 inside a residual block
+        return f"{parts[0]}.{parts[1]}.norm{parts[-1][-1]}"
+    ups = sorted({int(n.split(".")[1]) for n in state if n.startswith("up_blocks.")})
+    if parts[0] == "up_blocks" and int(parts[1]) > 0:  # the previous up block ends conv, norm, ReLU
+        return f"up_blocks.{int(parts[1]) - 1}.norm"
+    return f"up_blocks.{ups[-1]}.norm" if conv == "final" and ups else ""
+
+
 def build_random_model(out: Path, cfg: ModelConfig | None = None, *, precision: str = "fp32",
-                       batch: int | None = 1, seed: int = 0, console: Console | None = None) -> Path:
+                       batch: int | None = 1, seed: int = 0, console: Console | None = None,
+                       fast: bool = False) -> Path:
     """Convert a model with random weights (:func:`random_state`) into the model folder ``out``.
 
-    ``cfg`` defaults to the vox-256 architecture. Needs TensorFlow (it converts).
+    ``cfg`` defaults to the vox-256 architecture. Needs TensorFlow (it converts). ``fast``: with
+    ``convert --fast``'s int8 models.
     """
     from livepuppet.fomm.checkpoint import Checkpoint
     from livepuppet.conversion.export import build
@@ -233,7 +267,8 @@ def build_random_model(out: Path, cfg: ModelConfig | None = None, *, precision: 
     h, w = cfg.frame_shape
     name = f"random-{w}x{h}-seed{seed}"
     checkpoint = Checkpoint(generator, kp_detector, Path(name), sha256="random")
-    build(checkpoint, cfg, Path(out), precision=precision, batch=batch, console=console or Console(stderr=True))
+    build(checkpoint, cfg, Path(out), precision=precision, batch=batch, console=console or Console(stderr=True),
+          fast=fast)
     return Path(out)
 
 
@@ -461,13 +496,15 @@ def run(args: argparse.Namespace) -> int:
         if engine == "auto" and batch == 1:
             from livepuppet.commands import bench_engines
 
-            rows = bench_engines.compare(folder, threads, repeats, exact=bool(getattr(args, "exact", False)),
-                                         device=getattr(args, "device", None) or "cpu")
+            rows, peaks = bench_engines.compare(folder, threads, repeats, exact=bool(getattr(args, "exact", False)),
+                                                device=getattr(args, "device", None) or "cpu")
             best = next(r for r in rows if r.get("auto"))
             engine_obj = open_engine(folder, best["candidate"].engine, threads, precision=best["candidate"].precision,
                                      kp_precision=best["candidate"].kp_precision)
+            int8 = best["candidate"].precision == "int8"  # its floor mixes two peaks: in the table above
             result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj,
-                             peak=best.get("peak") or True)
+                             peak=False if int8 else best.get("peak") or True)
+            result["peaks"] = peaks
             result["engines"] = [{**{k: v for k, v in r.items() if k not in ("candidate", "result")},
                                   "engine": r["candidate"].label, "per_frame_ms": r["result"]["per_frame_ms"],
                                   "stages_ms": {k: v["ms"] for k, v in r["result"]["stages"].items()}}
@@ -478,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     if rows:
-        bench_engines.render(rows, console)
+        bench_engines.render(rows, console, peaks)
     render(result, console)
     json_path = getattr(args, "json", None)
     if json_path is not None:
