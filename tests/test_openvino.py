@@ -84,8 +84,8 @@ def test_bf16_weights_halve_the_file_and_compute_the_same(small: SmallModels) ->
     diff = max(float(np.abs(want[k] - got[k]).max()) for k in want)
     print(f"\nbf16 weights: .bin {ratio:.2f}x the float32 one, {diff:.1e} from it at bf16")
     assert ratio < 0.6 and diff == 0.0
-    assert _ir_kind(manifest, "generator", "bf16", False) == "openvino_bf16"
-    assert _ir_kind(manifest, "generator", "fp32", False) == "openvino"
+    assert _ir_kind(manifest, "generator", "bf16") == "openvino_bf16"
+    assert _ir_kind(manifest, "generator", "fp32") == "openvino"
 
 
 def _generator_inputs(small: SmallModels) -> dict[str, np.ndarray]:
@@ -267,56 +267,7 @@ def test_bench_shows_every_engine(small: SmallModels, capsys) -> None:
     assert ("openvino bf16" in out) == cpu.current().bf16
 
 
-# --------------------------------------------------------------------------- --fast (int8 through NNCF)
-
-
-@pytest.fixture(scope="module")
-def fast_folder(small: SmallModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "fast"
-    assert main(["convert", str(small.checkpoint("zip")), "--out", str(out), "--fast"]) == 0
-    return out
-
-
-def test_fast_convert_records_its_error(fast_folder: Path) -> None:
-    from livepuppet.conversion.quantize import kept_in_float
-
-    manifest = json.loads((fast_folder / "manifest.json").read_text())
-    fast = manifest["fast"]
-    print(f"\n--fast on SMALL: {fast}")
-    assert (fast_folder / manifest["models"]["generator"]["openvino_int8"]).is_file()
-    assert fast["calibration_frames"] == 40 and fast["kept_in_float"] > 0
-    # SMALL's random heads are hostile to int8 (measured 26 mean / 240 max levels; vox-256 0.64 / 5.3):
-    # the point here is that the error is measured and recorded, and auto keeps it out when over budget.
-    assert 0 < fast["mean_levels"] < 64 and np.isfinite(fast["max_levels"])
-    import openvino as ov
-
-    quantized = ov.Core().read_model(str(fast_folder / manifest["models"]["generator"]["openvino_int8"]))
-    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
-    plain = ov.Core().read_model(str(fast_folder / manifest["models"]["generator"]["openvino"]))
-    final_convs = 2 if manifest["graphs"]["openvino"] == "xnnpack" else 1  # the split final conv is two
-    assert len(kept_in_float(plain, final_convs)) == fast["kept_in_float"]
-
-
-def test_fast_engine_against_pytorch(fast_folder: Path, small: SmallModels) -> None:
-    import argparse
-
-    from livepuppet.runtime.engines import open_from_args
-
-    engine = open_from_args(fast_folder, argparse.Namespace(engine="auto", fast=True, exact=False, threads=None))
-    assert engine.label.startswith("openvino int8")
-    recorded = json.loads((fast_folder / "manifest.json").read_text())["fast"]
-    frames, _, _ = auto.measure(engine)
-    reference, _, _ = auto.measure(open_engine(fast_folder, "openvino", exact=True))
-    diff = np.abs(frames - reference) * 255
-    print(f"\n--fast vs fp32 on the probe: mean {diff.mean():.2f} max {diff.max():.1f}; recorded {recorded}")
-    assert diff.mean() == pytest.approx(recorded["mean_levels"], rel=1e-3, abs=1e-3)
-    auto_engine = open_engine(fast_folder, "auto")
-    over = recorded["mean_levels"] > auto.BUDGET["mean"] or recorded["max_levels"] > auto.BUDGET["max"]
-    assert over == (not auto_engine.label.startswith("openvino int8"))
-    labels = [c.label for c in auto.candidates(engine.manifest, cpu.current())]
-    assert any(label.startswith("openvino int8") for label in labels)
-    with pytest.raises(LivepuppetError, match="--fast"):
-        open_from_args(fast_folder, argparse.Namespace(engine="tflite", fast=True, exact=False, threads=None))
+# --------------------------------------------------------------------------- --fast: tests/test_int8.py
 
 
 def test_fast_without_an_int8_model_is_one_line(small: SmallModels) -> None:
