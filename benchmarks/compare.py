@@ -63,14 +63,13 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from livepuppet.commands import bench  # noqa: E402
-from livepuppet.commands import bench_engines  # noqa: E402
-from livepuppet.runtime import cpu  # noqa: E402
-from livepuppet.runtime import probe  # noqa: E402
 from livepuppet.fomm import config as cfgmod  # noqa: E402
-from livepuppet.runtime.engines import open_engine  # noqa: E402
-from livepuppet.runtime.engines.openvino import default_precision  # noqa: E402
-from livepuppet.modelfolder.manifest import read_manifest  # noqa: E402
+from livepuppet.modelfolder.read import read_folder  # noqa: E402
+from livepuppet.runtime import cpu, peak as peakmod, probe  # noqa: E402
+from livepuppet.runtime.choose import open_engine  # noqa: E402
+from livepuppet.runtime.engines import open_plan  # noqa: E402
 from livepuppet.runtime.pipeline import Pipeline  # noqa: E402
+from livepuppet.runtime.plan import Machine, Request, candidates  # noqa: E402
 from tests.reference.factory import (  # noqa: E402
     VOX_PARAMS, make_checkpoint, random_frames, random_video, to_torch_nchw,
 )
@@ -81,9 +80,43 @@ log = Console(stderr=True)
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """ms of each call: one warm-up each, then ``repeats`` round-robin rounds."""
+    """ms of each call: one warm-up each, then ``repeats`` round-robin rounds (a machine getting busier
+    or quieter meanwhile affects every call alike)."""
     log.print(f"timing {len(calls)} calls x {repeats} rounds, interleaved...")
-    return bench._interleaved(calls, repeats)
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def stage_calls(engine, source: np.ndarray, calibration: np.ndarray, frames: np.ndarray
+                ) -> dict[str, Callable[[], Any]]:
+    """One call per stage, each repeating exactly the work of animating ``frames`` after the source and
+    calibration were set."""
+    data = engine.encode_source(source)
+    initial = engine.detect_keypoints(calibration[None])
+    detected = engine.detect_keypoints(frames)
+    norm = engine.process_keypoints(data.keypoints, detected, initial, True, True)
+    pipeline = Pipeline(engine)
+    pipeline.set_source(source)
+    pipeline.calibrate(calibration)
+    return {"keypoint_detection": lambda: engine.detect_keypoints(frames),
+            "keypoint_processing": lambda: engine.process_keypoints(data.keypoints, detected, initial, True, True),
+            "generation": lambda: engine.generate(norm, data),
+            "source_encoding": lambda: engine.encode_source(source),
+            "end_to_end": lambda: pipeline.animate(frames)}
+
+
+def open_labelled(folder: Path, threads: int | None) -> dict[str, Any]:
+    """Every plan this machine can run the folder with (its int8 generator too), opened, by label."""
+    model = read_folder(folder)
+    return {p.label: open_plan(model, p, threads) for p in candidates(model, Machine.current(), Request())
+            if p.engine == "openvino" and not p.exact}
 
 
 def med(times: list[float]) -> float:
@@ -106,7 +139,8 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     for precision in ("fp32", "fp16", "int8"):
         folders[precision] = workdir / f"vox-{precision}"
         if not (folders[precision] / "manifest.json").is_file():
-            convert_checkpoint(ckpt, folders[precision], precision=precision, fast=precision == "fp32")
+            targets = ("tflite", "openvino", "savedmodel") + (("int8",) if precision == "fp32" else ())
+            convert_checkpoint(ckpt, folders[precision], precision=precision, targets=targets)
     threads = args.threads
     engines = {
         "tflite fp32": open_engine(folders["fp32"], "tflite", threads),
@@ -116,14 +150,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
         "tflite fp32, 1 thread": open_engine(folders["fp32"], "tflite", 1),
         "openvino fp32": open_engine(folders["fp32"], "openvino", threads, exact=True),
     }
-    if cpu.current().bf16:
-        engines["openvino bf16 (keypoints fp32)"] = open_engine(folders["fp32"], "openvino", threads,
-                                                                precision="bf16", kp_precision="fp32")
-        engines["openvino bf16"] = open_engine(folders["fp32"], "openvino", threads, precision="bf16",
-                                               kp_precision="bf16")
-    if read_manifest(folders["fp32"]).model("generator").get("openvino_int8"):
-        engines["openvino int8 (--fast)"] = open_engine(folders["fp32"], "openvino", threads, precision="int8",
-                                                        kp_precision=default_precision())
+    engines.update(open_labelled(folders["fp32"], threads))  # bf16 (keypoints fp32 and bf16), int8 (--fast)
     # a real face (the bundled portrait) moving: reduced precisions are judged on what they will animate
     source = probe.portrait((h, w))
     driving = probe.head_motion((h, w), args.frames + 1, seed=6)
@@ -155,7 +182,7 @@ def main_comparison(args, ckpt: Path, workdir: Path, torch_models, peak: dict) -
     stage_names = {"keypoint_detection": "kp", "keypoint_processing": "process", "generation": "generate",
                    "source_encoding": "source", "end_to_end": "frame"}
     for name, engine in engines.items():
-        for stage, call in bench.stage_calls(engine, source, driving[0], frame).items():
+        for stage, call in stage_calls(engine, source, driving[0], frame).items():
             calls[f"{name}|{stage_names[stage]}"] = call
         if name == "tflite fp32":
             uncached = Pipeline(engine)
@@ -366,7 +393,7 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
     from ai_edge_litert import interpreter as lite
 
     from livepuppet.fomm.checkpoint import load_checkpoint
-    from livepuppet.conversion.export import _export_module, model_specs
+    from livepuppet.conversion.graphs import networks
     from livepuppet.fomm.modules import FOMM
 
     state = load_checkpoint(ckpt)
@@ -392,10 +419,9 @@ def ablations(args, ckpt: Path, engine_inputs: dict[str, np.ndarray], kp_image: 
         log.print(f"ablation: building the generator, {name}")
         with patched(*patches):
             fomm = FOMM(cfg, state.generator, state.kp_detector, fold_batchnorm=fold, rewrites=rewrites)
-            specs = {s.name: s for s in model_specs(fomm, 1)}
+            specs = {s.name: s for s in networks(fomm, 1)}
             # (the keypoint detector is as it was: see keypoint_detector.py)
-            module = _export_module(specs["generator"])
-            concrete = module.serve.get_concrete_function()
+            module, concrete = specs["generator"].concrete()
             converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             model = converter.convert()
@@ -511,7 +537,7 @@ def main(argv=None) -> int:
         if not (fp32_folder / "manifest.json").is_file():
             from livepuppet.commands.convert import convert_checkpoint
 
-            convert_checkpoint(ckpt, fp32_folder)
+            convert_checkpoint(ckpt, fp32_folder, numerics="original")
     else:
         report.update(comparison(args, ckpt, torch_models))
     if not args.quick:
@@ -526,17 +552,17 @@ def main(argv=None) -> int:
 
 
 def comparison(args, ckpt: Path, torch_models) -> dict[str, Any]:
-    peak = bench.measure_peak(args.threads, repeats=10)
+    peak = peakmod.measure_peak(args.threads, repeats=10)
     result = main_comparison(args, ckpt, args.workdir, torch_models, peak)
-    peak_after = bench.measure_peak(args.threads, repeats=10)
+    peak_after = peakmod.measure_peak(args.threads, repeats=10)
     log.print(f"peak convolution speed: {peak['gflops']:.1f} GFLOP/s before, {peak_after['gflops']:.1f} after")
     peak = max(peak, peak_after, key=lambda p: p["gflops"])  # the best the machine did during this run
     result["floor_ms"] = result["gflop"]["per_frame"] / peak["gflops"] * 1e3
-    bf16_peak = bench_engines.measure_peak_openvino("bf16", args.threads, repeats=10) if cpu.current().bf16 else None
+    bf16_peak = peakmod.measure_peak_openvino("bf16", args.threads, repeats=10) if cpu.current().bf16 else None
     if bf16_peak:
         result["floor_ms_bf16"] = result["gflop"]["per_frame"] / bf16_peak["gflops"] * 1e3
     for name, row in result["rows"].items():
-        bf16 = ("bf16" in name or "int8 (--fast)" in name) and bf16_peak
+        bf16 = ("bf16" in name or "int8" in name) and bf16_peak
         row["floor_ratio"] = row["frame_ms"] / result["floor_ms_bf16" if bf16 else "floor_ms"]
     print_comparison(result, peak, bf16_peak)
     return {"peak": peak, "peak_bf16": bf16_peak, "comparison": result}

@@ -34,10 +34,10 @@ def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def convert(checkpoint: Path, out: Path, precision: str) -> dict:
+def convert(checkpoint: Path, out: Path, precision: str, targets: str = "tflite,openvino") -> dict:
     """Run the CLI converter in a fresh process; wall time and peak RSS of that process."""
     cmd = [sys.executable, "-m", "livepuppet.cli", "convert", str(checkpoint), "--out", str(out),
-           "--precision", precision]
+           "--precision", precision, "--targets", targets]
     stats = Path(tempfile.mkstemp(prefix="lp-time-")[1])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     time_bin = shutil.which("time") or "/usr/bin/time"
@@ -57,18 +57,22 @@ def convert(checkpoint: Path, out: Path, precision: str) -> dict:
     stats.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise SystemExit(f"convert {precision} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
+    from livepuppet.modelfolder.read import read_folder
+
+    model = read_folder(out)
     return {
         "convert_s": wall,
         "peak_rss_mb": peak_kb / 1024,
-        "tflite_bytes": {m: manifest["models"][m]["tflite_bytes"] for m in MODELS},
-        "savedmodel_bytes": sum(_folder_bytes(out / manifest["models"][m]["savedmodel"]) for m in MODELS),
+        "tflite_bytes": {m: model.find(m, "tflite").files[0].bytes for m in MODELS},
+        "savedmodel_bytes": model.total_bytes("savedmodel"),
+        "folder_bytes": _folder_bytes(out),
+        "checkpoint_bytes": checkpoint.stat().st_size,
         "log": proc.stderr,
     }
 
 
 def animate(folder: Path, engine: str, source, driving):
-    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
 
     pipe = Pipeline(open_engine(folder, engine))
@@ -106,7 +110,8 @@ def main() -> None:
         results = {}
         for precision in args.precisions:
             print(f"converting {precision} ...", file=sys.stderr)
-            results[precision] = convert(checkpoint, work / f"vox-{precision}", precision)
+            targets = "tflite,openvino" + (",savedmodel" if args.savedmodel and precision == "fp32" else "")
+            results[precision] = convert(checkpoint, work / f"vox-{precision}", precision, targets)
             print(f"  {results[precision]['convert_s']:.1f} s, peak {results[precision]['peak_rss_mb']:.0f} MB",
                   file=sys.stderr)
 
@@ -136,12 +141,13 @@ def main() -> None:
               f"{torch_ms:.0f} ms/frame")
         print()
         print("| precision | convert s | peak RSS MB | kp_detector | source_encoder | kp_processing | generator "
-              "| .tflite total MB | SavedModels MB |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| .tflite total MB | SavedModels MB | folder MB | x checkpoint |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for precision, r in results.items():
             sizes = " | ".join(f"{r['tflite_bytes'][m] / 2**20:.2f}" for m in MODELS)
             print(f"| {precision} | {r['convert_s']:.1f} | {r['peak_rss_mb']:.0f} | {sizes} "
-                  f"| {sum(r['tflite_bytes'].values()) / 2**20:.1f} | {r['savedmodel_bytes'] / 2**20:.1f} |")
+                  f"| {sum(r['tflite_bytes'].values()) / 2**20:.1f} | {r['savedmodel_bytes'] / 2**20:.1f} "
+                  f"| {r['folder_bytes'] / 2**20:.1f} | {r['folder_bytes'] / r['checkpoint_bytes']:.2f} |")
         if "fp32" in results:
             base = sum(results["fp32"]["tflite_bytes"].values())
             ratios = ", ".join(f"{p} {sum(r['tflite_bytes'].values()) / base:.3f}" for p, r in results.items())

@@ -40,10 +40,10 @@ STAGES = ("motion estimate", "bottleneck", "up blocks", "final", "other ops")
 
 def build(source: str, workdir: Path):
     """(model folder with --fast, checkpoint, config): converted once into ``workdir``."""
-    from livepuppet.commands.bench import random_state
     from livepuppet.conversion.export import build as build_folder
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import Checkpoint, load_checkpoint
+    from livepuppet.fomm.random_weights import random_state
 
     if source == "random":
         cfg = cfgmod.preset("vox")
@@ -53,19 +53,21 @@ def build(source: str, workdir: Path):
         cfg = cfgmod.resolve(None, (checkpoint.generator, checkpoint.kp_detector))
     folder = workdir / "model"
     if not (folder / "manifest.json").is_file():
-        build_folder(checkpoint, cfg, folder, fast=True)
+        build_folder(checkpoint, cfg, folder, targets=("tflite", "openvino", "int8"))
     return folder, checkpoint, cfg
 
 
 def int8_graph_ir(checkpoint, cfg, workdir: Path) -> Path:
     """The float32 generator in the int8 graph, which --fast quantised (not kept in the folder)."""
-    from livepuppet.conversion.export import INT8_GRAPH, model_specs, write_openvino_ir
+    from livepuppet.conversion.graphs import networks
+    from livepuppet.conversion.targets.int8 import GRAPH
+    from livepuppet.conversion.targets.openvino import ir_from
     from livepuppet.fomm.modules import FOMM, GRAPHS
 
     xml = workdir / "generator-int8-graph-fp32.xml"
     if not xml.is_file():
-        fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[INT8_GRAPH])
-        write_openvino_ir(next(m for m in model_specs(fomm, 1) if m.name == "generator"), xml)
+        fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[GRAPH])
+        ir_from(*next(n for n in networks(fomm, 1) if n.name == "generator").concrete(), xml)
     return xml
 
 
@@ -141,27 +143,35 @@ def stage_errors(float_xml: Path, calibration, probe_inputs, stages: dict[str, s
     return out
 
 
-def frames(folder: Path, rounds: int) -> dict[str, dict]:
-    """Whole frames: a Pipeline per engine (bf16 as auto runs it, int8 as --fast does), calls taking turns."""
-    from livepuppet.runtime import probe
-    from livepuppet.runtime.engines import auto, open_engine
-    from livepuppet.runtime.engines.openvino import default_precision
+def plans(model):
+    """(float32's plan, the reduced float one with its keypoints at that precision, --fast's)."""
+    from livepuppet.runtime.plan import Machine, Request, candidates, plan
+
+    machine = Machine.current()
+    fast = machine.cpu.fast_precision()
+    found = candidates(model, machine, Request("openvino"))
+    reduced = next(p for p in found if p.precision == fast and p.kp_precision == fast)
+    return found[0], reduced, plan(model, machine, Request("openvino", fast=True))
+
+
+def frames(model, rounds: int) -> dict[str, dict]:
+    """Whole frames: a Pipeline per plan (the reduced float one, and --fast's), their calls taking turns."""
+    from livepuppet.runtime import probe, timing
+    from livepuppet.runtime.engines import open_plan
     from livepuppet.runtime.pipeline import Pipeline
 
-    manifest_engine = open_engine(folder, "openvino", exact=True)
-    reference, _, _ = auto.measure(manifest_engine)
-    del manifest_engine
-    engines = {"bf16": open_engine(folder, "openvino", precision=default_precision(), kp_precision=default_precision())}
-    engines["int8"] = open_engine(folder, "openvino", precision="int8",
-                                  kp_precision=auto.fast_kp_precision(engines["bf16"].manifest))
-    size = engines["bf16"].frame_size
+    exact, reduced, fast = plans(model)
+    engine = open_plan(model, exact, cache=False)
+    reference = timing.measure(engine).frames
+    engine.close()
+    engines = {"bf16": open_plan(model, reduced, cache=False), "int8": open_plan(model, fast, cache=False)}
+    size = model.frame_size
     clip = probe.head_motion(size, rounds + 2)
     pipes, times, stage_ms = {}, defaultdict(list), defaultdict(lambda: defaultdict(list))
     for key, engine in engines.items():
         pipes[key] = Pipeline(engine)
         pipes[key].set_source(probe.portrait(size))
-        pipes[key].animate(clip[:1])
-        pipes[key].animate(clip[1:2])
+        pipes[key].animate(clip[:2])
     for frame in clip[2:]:
         for key, pipe in pipes.items():
             start = time.perf_counter()
@@ -171,22 +181,23 @@ def frames(folder: Path, rounds: int) -> dict[str, dict]:
                 stage_ms[key][stage].append(pipe.timings[stage])
     out = {}
     for key, engine in engines.items():
-        predicted, _, _ = auto.measure(engine)
-        out[key] = {"label": engine.label, "frame_ms": statistics.median(times[key]),
+        out[key] = {"label": engine.label, "plan": engine.plan, "frame_ms": statistics.median(times[key]),
                     **{f"{s}_ms": statistics.median(v) for s, v in stage_ms[key].items()},
-                    "levels": auto.levels(predicted, reference)}
+                    "levels": timing.levels(timing.measure(engine).frames, reference)}
     return out
 
 
 def main(argv: list[str]) -> int:
     import openvino as ov
 
-    from livepuppet.commands.bench_engines import int8_floor_ms, measure_peak_openvino
-    from livepuppet.fomm import config as cfgmod
+    from livepuppet.commands.bench import int8_floor_ms
     from livepuppet.conversion.int8_graph import describe
     from livepuppet.conversion.quantize import CALIBRATION_FRAMES, generator_inputs
-    from livepuppet.modelfolder.manifest import read_manifest
-    from livepuppet.runtime.engines import auto, open_engine
+    from livepuppet.fomm import config as cfgmod
+    from livepuppet.modelfolder.read import read_folder
+    from livepuppet.runtime import timing
+    from livepuppet.runtime.engines import open_plan
+    from livepuppet.runtime.peak import measure_peak_openvino
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", nargs="?", default="random")
@@ -197,42 +208,39 @@ def main(argv: list[str]) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="int8-by-stage-"))
     workdir.mkdir(parents=True, exist_ok=True)
     folder, checkpoint, cfg = build(args.source, workdir)
-    manifest = read_manifest(folder)
-    plan = manifest.data["fast"]["plan"]
-    exact = open_engine(folder, "openvino", exact=True)
+    model = read_folder(folder)
+    exact_plan, reduced, fast = plans(model)
+    record = json.loads(model.file(fast.steps["generator"].variant, 2).read_text())
+    exact = open_plan(model, exact_plan, cache=False)
     calibration = generator_inputs(exact, CALIBRATION_FRAMES, seed=3)
-    probe_inputs = generator_inputs(exact, auto.PROBE_FRAMES, seed=0)
-    del exact
+    probe_inputs = generator_inputs(exact, timing.PROBE_FRAMES, seed=0)
+    exact.close()
     load_before = [round(v, 2) for v in os.getloadavg()]
-    paths = {"bf16": manifest.path("generator", "openvino_bf16" if manifest.model("generator").get("openvino_bf16")
-                                   else "openvino"),
-             "int8": manifest.path("generator", "openvino_int8")}
+    paths = {"bf16": model.file(reduced.steps["generator"].variant), "int8": model.file(fast.steps["generator"].variant)}
     models = {k: ov.Core().read_model(str(p)) for k, p in paths.items()}
     stages = {k: stage_of(describe(m), cfg.generator.num_bottleneck_blocks) for k, m in models.items()}
     timed = profile(paths, {"bf16": "bf16", "int8": "bf16"}, probe_inputs[0], args.rounds)
     peaks = {p: measure_peak_openvino(p) for p in ("bf16", "int8")}
-    whole = frames(folder, args.rounds)
+    whole = frames(model, args.rounds)
     load_after = [round(v, 2) for v in os.getloadavg()]
     errors = stage_errors(int8_graph_ir(checkpoint, cfg, workdir), calibration, probe_inputs, stages["int8"],
-                          plan["kept"])
+                          record["kept"])
     rows = []
     for stage in STAGES:
         row = {"stage": stage, "levels": errors.get(stage)}
         for key in ("bf16", "int8"):
             gflop = gflop_by_stage(models[key], stages[key])[stage]
-            ms = by_stage(timed[key], stages[key])[stage]
-            row[key] = {"ms": ms, "gflop": gflop,
+            row[key] = {"ms": by_stage(timed[key], stages[key])[stage], "gflop": gflop,
                         "floor_ms": gflop / peaks[key]["gflops"] * 1e3,
                         "kernel_floor_ms": gflop / peaks[key]["kernel_gflops"] * 1e3}
         rows.append(row)
-    gflop = cfgmod.conv_gflop(cfg)
-    floor = {"bf16": gflop["per_frame"] / peaks["bf16"]["gflops"] * 1e3,
-             "int8": int8_floor_ms(manifest, gflop, peaks)}
-    for key, v in whole.items():
-        v["floor_ms"] = floor[key]
+    per_frame = cfgmod.conv_gflop(cfg)["per_frame"]
+    whole["bf16"]["floor_ms"] = per_frame / peaks["bf16"]["gflops"] * 1e3
+    whole["int8"]["floor_ms"] = int8_floor_ms(model, whole["int8"].pop("plan"), per_frame, peaks)
+    whole["bf16"].pop("plan")
     report = {"machine": {"load_before": load_before, "load_after": load_after}, "stages": rows,
               "generator_ms": {k: v["ms"] for k, v in timed.items()}, "frames": whole, "peaks": peaks,
-              "plan": {k: plan[k] for k in ("kept", "reason", "mean", "max")}, "errors": errors}
+              "plan": {k: record[k] for k in ("kept", "reason", "mean", "max")}, "errors": errors}
     render(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=list))

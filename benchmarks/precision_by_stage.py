@@ -170,14 +170,13 @@ def main(argv: list[str]) -> int:
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import load_checkpoint
     from livepuppet.fomm.modules import FOMM, GRAPHS
-    from livepuppet.conversion.export import openvino_graph
     from livepuppet.runtime import cpu
 
     if not argv:
         print(__doc__)
         return 2
     if argv[0] == "random":  # bench's vox-256 random weights
-        from livepuppet.commands.bench import random_state
+        from livepuppet.fomm.random_weights import random_state
 
         cfg = cfgmod.preset("vox")
         generator, kp_detector = random_state(cfg, 0)
@@ -185,7 +184,7 @@ def main(argv: list[str]) -> int:
         checkpoint = load_checkpoint(Path(argv[0]))
         generator, kp_detector = checkpoint.generator, checkpoint.kp_detector
         cfg = cfgmod.resolve(None, (generator, kp_detector))
-    graph = openvino_graph(cpu.current())
+    graph = "plain" if cpu.current().amx else "xnnpack"  # what the openvino plan runs here (runtime/plan.py)
     fomm = FOMM(cfg, generator, kp_detector, rewrites=GRAPHS[graph])
     combos = argv[1:] or DEFAULT
     feeds = driving_inputs(fomm, CALIBRATION_FRAMES if any("i" in c for c in combos) else 1)

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from livepuppet import __version__
 from livepuppet.errors import LivepuppetError, bounded_lines, from_library_io_error, from_os_error, one_line
+from livepuppet.runtime.plan import ENGINES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
 
@@ -42,14 +43,50 @@ def _positive(text: str) -> int:
     return value
 
 
+def _targets(text: str) -> tuple[str, ...]:
+    from livepuppet.errors import LivepuppetError
+
+    from livepuppet.conversion.targets import resolve_targets
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    try:
+        resolve_targets(names)
+    except LivepuppetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+MAX_BATCH = 256  # frames per model call: each holds its own activations (tens of MB at 256x256)
+
+
+def max_threads() -> int:
+    """The most --threads a command takes: beyond a few per core they only cost memory, and tens of
+    thousands make LiteRT's thread pool fail to start, then crash."""
+    return max(256, 4 * (os.cpu_count() or 1))
+
+
+def _at_most(limit: Callable[[], int], what: str) -> Callable[[str], int]:
+    """An argument type: a positive number up to ``limit()``, refused at parsing rather than by a crash later."""
+    def parse(text: str) -> int:
+        value = _positive(text)
+        if value > limit():
+            raise argparse.ArgumentTypeError(f"expected at most {limit()} {what}, got {text!r}")
+        return value
+    return parse
+
+
+_threads = _at_most(max_threads, f"threads ({os.cpu_count() or 1} cores here)")
+_batch_size = _at_most(lambda: MAX_BATCH, "frames per call")
+
+
 def _batch(text: str) -> int | None:
-    """A positive batch size, or 'dynamic' (None)."""
-    return None if text == "dynamic" else _positive(text)
+    """A batch size up to MAX_BATCH, or 'dynamic' (None)."""
+    return None if text == "dynamic" else _batch_size(text)
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
-    p.add_argument("--engine", choices=("auto", "tflite", "openvino", "savedmodel"), default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: the fastest here within 3 levels of fp32, measured once per model and machine "
                         "(default); tflite: LiteRT; openvino: OpenVINO, bf16 where the CPU has it; "
                         "savedmodel: TensorFlow, on a GPU if it sees one")
@@ -58,7 +95,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="the int8 generator of `convert --fast` on OpenVINO: faster, coarser (bench prints its error)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="where OpenVINO runs: cpu (default), gpu (an Intel GPU), auto (OpenVINO decides)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
 
 
 def _motion_args(p: argparse.ArgumentParser) -> None:
@@ -100,15 +137,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 2 levels per pixel off (the keypoint detector stays fp32)")
     p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
+    p.add_argument("--targets", type=_targets, default=("tflite", "openvino"),
+                   help="what to write, comma-separated: tflite (LiteRT; also read by OpenVINO), openvino (the "
+                        "plain-graph generator with bf16 weights, for AMX CPUs), savedmodel (TensorFlow, for its "
+                        "GPU path), int8 (see --fast); default tflite,openvino")
     p.add_argument("--fast", action="store_true",
                    help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
     p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")
+    from livepuppet.fomm.numerics import DEFAULT, NUMERICS
+    p.add_argument("--numerics", choices=tuple(NUMERICS), default=DEFAULT,
+                   help="how the model samples: trained (default): as the published weights were trained "
+                        "(PyTorch 1.0, align_corners=True); original: frame-exact with the original code on "
+                        "today's PyTorch")
 
-    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera")
+    from livepuppet.live.keys import help_lines
+    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="keys in the preview window (the browser page's c, + / -, arrows, 0 and f mean the "
+                              "same):\n  " + "\n  ".join(help_lines()))
     p.add_argument("--source", action="append", required=True, type=Path,
                    help="portrait image, or a folder of them; repeat for several avatars")
     _engine_args(p)
-    p.add_argument("--camera", default="0", help="camera index, video file or URL (default 0)")
+    p.add_argument("--camera", default="0",
+                   help="camera index, video file or URL (default 0); a video file plays at its own pace, like a "
+                        "camera: frames there is no time for are dropped")
+    p.add_argument("--every-frame", action="store_true",
+                   help="a video file: animate every frame in order, however long it takes (its fps and latency "
+                        "are then the model's, not a camera's)")
     p.add_argument("--camera-size", type=_size, help="capture size WxH")
     p.add_argument("--no-preview", action="store_true", help="no window: feed the virtual camera / recording only")
     p.add_argument("--vcam", action="store_true", help="send the avatar to a virtual camera")
@@ -117,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vcam-fps", type=_positive, default=30, help="virtual camera frame rate (default 30)")
     p.add_argument("--record", type=Path, help="also record the avatar to this video file")
     p.add_argument("--frames", type=_positive, help="stop after N avatar frames")
-    p.add_argument("--batch", type=_positive, default=1, help="camera frames per inference call (default 1)")
+    p.add_argument("--batch", type=_batch_size, default=1, help="camera frames per inference call (default 1)")
     p.add_argument("--no-face-tracking", action="store_true", help="centre crop instead of following the face")
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
     _motion_args(p)
@@ -130,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output video (.mp4), or a folder/ for PNG frames")
     _engine_args(p)
     _motion_args(p)
-    p.add_argument("--batch", type=_positive, default=4, help="frames per inference call (default 4)")
+    p.add_argument("--batch", type=_batch_size, default=4, help="frames per inference call (default 4)")
     p.add_argument("--frames", type=_positive, help="animate only the first N frames")
     p.add_argument("--best-frame", action="store_true",
                    help="calibrate on the driving frame whose pose is nearest the source's")
@@ -139,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="what each stage costs on this machine")
     _engine_args(p)
-    p.add_argument("--batch", type=_positive, default=1, help="driving frames per call (default 1)")
+    p.add_argument("--batch", type=_batch_size, default=1, help="driving frames per call (default 1)")
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per stage (default 5)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
 

@@ -42,6 +42,10 @@ class DownloadError(LivepuppetError):
     """A download failed or its checksum did not match."""
 
 
+class OutputError(LivepuppetError):
+    """An output would replace, delete or change one of the command's inputs."""
+
+
 MAX_LINE = 300  # characters of one error line; a fuzzed file once produced a 94 KB message
 
 
@@ -56,8 +60,9 @@ def from_os_error(exc: OSError) -> LivepuppetError:
     import errno
 
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return LivepuppetError(f"the disk is full{where}; free some space and try again (nothing was replaced)")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return LivepuppetError(f"the disk is full (or a file-size limit was reached){where}; free some space and "
+                               "try again (nothing was replaced)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return LivepuppetError(f"no permission to write or read{where}: {exc.strerror}; choose another path")
     return LivepuppetError(f"an I/O operation failed{where}: {exc.strerror or exc}")

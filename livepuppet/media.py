@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import os
 import re
@@ -31,12 +32,14 @@ import warnings
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Iterator, TypeVar
+from typing import IO, BinaryIO, Iterator, TypeVar
 
 import cv2
 import numpy as np
 
 from livepuppet.errors import MediaError
+from livepuppet.files import check_regular, open_bounded
+from livepuppet.limits import MAX_PIXELS
 from livepuppet.paths import partial_name, stale_partials
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -51,13 +54,14 @@ FOLDER_FPS = 30.0
 _FALLBACK_FPS = 30.0  # used when a video file reports no usable frame rate
 _FRAME_NAME = re.compile(r"^\d{5,}\.png$")  # files FrameFolderWriter writes
 _AUDIO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio:")
+_UNPLAYABLE = 0x2 | 0x4  # AV_PKT_FLAG_CORRUPT (cut off by the end of the file), AV_PKT_FLAG_DISCARD
 _W = TypeVar("_W", bound="_Writer")
 
 # libavformat's own messages ("moov atom not found") would precede our one-line
 # error for a corrupt video; read by OpenCV when it first opens a video file.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-MAX_PIXELS = 64_000_000  # per image: an 8K photo fits; 20000x20000 would take 5.8 GB as float RGB
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))  # OpenCV's own guard, for other formats
+MAX_IMAGE_BYTES = 256_000_000  # an image file: a 64-megapixel 16-bit RGB TIFF, uncompressed, is 384 MB decoded
+_JPEG_SEGMENTS = 1000  # marker segments before a JPEG's frame header (real files have a dozen)
 
 
 @contextlib.contextmanager
@@ -90,57 +94,80 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     ``IMREAD_UNCHANGED``, which ignores orientation (and the alpha it would keep
     is dropped anyway). Bytes are read by Python and decoded with
     ``cv2.imdecode`` so that non-ASCII paths work on every platform.
+
+    Before anything is decoded: the file must be a regular one of at most
+    :data:`MAX_IMAGE_BYTES`, and a PNG's or JPEG's declared size must be within
+    :data:`MAX_PIXELS` (OpenCV's own limit, set in :mod:`livepuppet.limits`,
+    covers the other formats).
     """
     p = Path(path)
-    if not p.exists():
-        raise MediaError(f"image not found: {p}; check the path")
     if p.is_dir():
         raise MediaError(f"{p} is a folder, not an image; give the path of an image file")
     try:
-        data = np.fromfile(str(p), dtype=np.uint8)
+        with open_bounded(p, MAX_IMAGE_BYTES, "image", MediaError) as f:
+            _check_pixels(header_size(f), p)
+            f.seek(0)
+            data = np.frombuffer(f.read(), dtype=np.uint8)
+    except FileNotFoundError:
+        raise MediaError(f"image not found: {p}; check the path") from None
     except OSError as exc:
-        raise MediaError(f"cannot read image {p}: {exc.strerror or exc}; check its permissions") from exc
-    _check_pixels(header_size(data[:1 << 16].tobytes()), p)
+        raise MediaError(f"cannot read image {p}: {exc.strerror or exc}; check its permissions") from None
     decoded = None
     if data.size:
         try:
             decoded = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-        except cv2.error:
+        except cv2.error as exc:
+            if "CV_IO_MAX_IMAGE" in str(exc):  # OpenCV's own limit, for the formats not read above
+                raise MediaError(f"image {p} is above livepuppet's limit of {MAX_PIXELS / 1e6:.0f} megapixels; "
+                                 "scale it down (the model sees 256x256 anyway)") from None
             decoded = None
     if decoded is None:
         raise MediaError(
             f"cannot read image {p}: the file is empty, corrupt or not a supported format; "
             "save it as PNG or JPEG and try again"
         )
-    _check_pixels(decoded.shape[1::-1], p)  # formats whose header is not read above
+    _check_pixels(decoded.shape[1::-1], p)  # a program that imported cv2 before livepuppet lacks OpenCV's limit
     return _decoded_to_rgb_float(decoded, p)
 
 
-def _check_pixels(size: tuple[int, int] | None, path: Path) -> None:
+def _check_pixels(size: tuple[int, int] | None, path: Path, what: str = "image") -> None:
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         w, h = size
-        raise MediaError(f"image {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), above livepuppet's limit of "
+        raise MediaError(f"{what} {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), above livepuppet's limit of "
                          f"{MAX_PIXELS / 1e6:.0f}; scale it down (the model sees 256x256 anyway)")
 
 
-def header_size(head: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding, so a 1 MB file of 20000x20000 pixels is
-    refused before it takes gigabytes; None for other formats or a header that is not there."""
+def header_size(image: bytes | BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header (bytes, or a file read from its start) without decoding, so
+    a 1 MB file of 20000x20000 pixels is refused before it takes gigabytes; None for other formats or a
+    header that is not there. A JPEG's segments are skipped by their lengths, however far its size lies."""
+    f = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+    head = f.read(24)
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if not head.startswith(b"\xff\xd8"):
         return None
-    pos = 2
-    while pos + 9 <= len(head):
-        if head[pos] != 0xFF:
+    f.seek(2)
+    return _jpeg_size(f)
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    """Walk a JPEG's marker segments up to its start-of-frame; None if it ends, scans or loops first."""
+    for _ in range(_JPEG_SEGMENTS):
+        marker = f.read(2)
+        while marker[:2] == b"\xff\xff":  # fill bytes before a marker
+            marker = marker[1:] + f.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):  # end of image or scan: no frame
             return None
-        marker = head[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
+        if 0xD0 <= marker[1] <= 0xD7 or marker[1] == 0x01:  # markers without a length
             continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(head[pos + 7:pos + 9], "big"), int.from_bytes(head[pos + 5:pos + 7], "big")
-        pos += 2 + int.from_bytes(head[pos + 2:pos + 4], "big")
+        length = f.read(2)
+        if len(length) < 2 or int.from_bytes(length, "big") < 2:
+            return None
+        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):  # start of frame
+            frame = f.read(5)
+            return (int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")) if len(frame) == 5 else None
+        f.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
     return None
 
 
@@ -232,6 +259,12 @@ def _frame_to_uint8_rgb(frame: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ffmpeg
 
 
+def _native(path: str | os.PathLike[str]) -> str:
+    """A path as ffmpeg and OpenCV must get it: absolute, so that a file named like a protocol
+    ('file:clip.mp4', 'concat:a|b') is read or written as that file, not as what the protocol names."""
+    return os.path.abspath(path)
+
+
 @functools.lru_cache(maxsize=1)
 def _ffmpeg_exe() -> str | None:
     """Locate an ffmpeg binary: imageio-ffmpeg's bundled one, else the PATH; None if neither."""
@@ -250,7 +283,7 @@ def _has_audio(path: Path) -> bool:
         return False
     try:
         result = subprocess.run(
-            [exe, "-hide_banner", "-nostdin", "-i", str(path)],
+            [exe, "-hide_banner", "-nostdin", "-i", _native(path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -350,8 +383,17 @@ class FrameSource:
         self._index = 1
 
     def _open_video(self) -> None:
+        try:
+            check_regular(self.path, "driving video", MediaError)
+        except OSError as exc:
+            raise MediaError(f"cannot read video {self.path}: {exc.strerror or exc}; check its permissions") from None
         with _opencv_quiet():
-            capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            capture = cv2.VideoCapture(_native(self.path), cv2.CAP_FFMPEG)
+            try:
+                check_frame_size(capture, self.path)  # before a frame of that size is decoded
+            except MediaError:
+                capture.release()
+                raise
             ok, bgr = (capture.read() if capture.isOpened() else (False, None))
         if not ok or bgr is None:
             capture.release()
@@ -383,6 +425,7 @@ class FrameSource:
                 self.close()
                 raise StopIteration
             self._read += 1
+            _check_pixels(bgr.shape[1::-1], self.path, "a frame of video")  # a stream that grows mid-way
             return _decoded_to_rgb_float(bgr, self.path)
         if self._index >= len(self._files):
             self.close()
@@ -412,6 +455,17 @@ class FrameSource:
         self.close()
 
 
+def check_frame_size(capture: object, name: object, what: str = "video") -> None:
+    """Refuse a video or camera whose declared frame size is over :data:`MAX_PIXELS`, before a frame is
+    decoded (a 1.5 MB file of 16000x16000 frames takes gigabytes once decoded and queued). A source that
+    does not say (a test double, a back end without the property) is checked frame by frame instead."""
+    try:
+        w, h = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    except (AttributeError, TypeError, ValueError, OverflowError, cv2.error):
+        return
+    _check_pixels((w, h), Path(str(name)), what)
+
+
 def open_frames(path: str | os.PathLike[str]) -> FrameSource:
     """Open a video file, or a folder of images read in natural file-name order."""
     return FrameSource(path)
@@ -428,7 +482,7 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
     if not p.is_file():
         raise MediaError(f"video not found: {p}; check the path")
     with _opencv_quiet():
-        capture = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(_native(p), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
             raise MediaError(f"cannot read video {p}: it is corrupt or in an unsupported format")
@@ -446,24 +500,6 @@ def probe_video(path: str | os.PathLike[str]) -> dict[str, object]:
 # --------------------------------------------------------------------------- writing
 
 
-def refuse_input_as_output(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
-    """An input is never an output: refuse, before anything is opened, an output that names an input
-    (the same path, a link to it, or a folder of frames written into the folder being read)."""
-    out = Path(output).expanduser()
-    for item in inputs:
-        if item is None or not os.path.exists(item):
-            continue  # a camera index or URL
-        src = Path(item).expanduser()
-        try:
-            same = out.exists() and os.path.samefile(out, src)
-            same = same or out.resolve() == src.resolve()
-        except OSError:
-            same = False
-        if same:
-            raise MediaError(f"the output {out} is also an input ({src}); writing it would destroy that input, "
-                             "so choose another output name")
-
-
 def _check_parent(target: Path) -> Path:
     """Return the folder an output goes into, or explain why it cannot be used."""
     parent = target.parent
@@ -479,6 +515,78 @@ def _partial_name(target: Path, suffix: str = "") -> Path:
     for stale in stale_partials(target):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     return partial_name(target, suffix)
+
+
+def frames_on_disk(path: Path) -> int | None:
+    """The video frames a player can read from ``path`` now: packets found by ffmpeg's demuxer (nothing is
+    decoded, so an hour of recording takes a second or two); 0 for a file with none or no video at all,
+    None when they could not be counted (then a file is kept, never deleted)."""
+    exe = _ffmpeg_exe()
+    if exe is None:  # OpenCV's writer made it; count by decoding
+        try:
+            return int(probe_video(path)["frame_count"])
+        except MediaError:
+            return 0
+    cmd = [exe, "-hide_banner", "-nostdin", "-v", "quiet", "-i", _native(path), "-map", "0:v:0", "-c", "copy",
+           "-f", "framecrc", "-"]
+    try:
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return sum(1 for line in result.stdout.decode("ascii", "replace").splitlines()
+               if line[:1].isdigit() and not _packet_flags(line) & _UNPLAYABLE)
+
+
+def _packet_flags(line: str) -> int:
+    """The flags of a packet in ffmpeg's framecrc listing ('..., F=0x2' for a corrupt one; none shown for a key frame)."""
+    flags = re.search(r"F=0x([0-9A-Fa-f]+)", line)
+    return int(flags.group(1), 16) if flags else 0
+
+
+def unfinished_name(target: Path, attempt: int = 1) -> Path:
+    """Where a recording cut short beside an existing ``target`` is kept: ``NAME.unfinished.mp4``, then -2, -3..."""
+    tail = "" if attempt == 1 else f"-{attempt}"
+    return target.with_name(f"{target.stem}.unfinished{tail}{target.suffix}")
+
+
+def _move_aside(work: Path, target: Path) -> Path:
+    """Rename ``work`` to the first free :func:`unfinished_name` of ``target``, never over an existing file."""
+    for attempt in range(1, 1000):
+        kept = unfinished_name(target, attempt)
+        try:
+            os.link(work, kept)  # fails if ``kept`` exists, where a rename would replace it
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (FAT): a checked rename
+            if os.path.lexists(kept):
+                continue
+            os.rename(work, kept)
+            return kept
+        os.unlink(work)
+        return kept
+    raise OSError(f"no free name beside {target}")
+
+
+def _keep_killed_recordings(target: Path) -> list[str]:
+    """A killed run's hidden work file for ``target`` is kept under a visible name when it holds frames, and
+    the notice says where; one with no playable frame (a killed non-fragmented encode) is removed."""
+    notices = []
+    for stale in stale_partials(target):
+        if not stale.is_file() or stale.is_symlink():
+            continue
+        count = frames_on_disk(stale)
+        if count == 0:
+            stale.unlink(missing_ok=True)
+            continue
+        frames = "its frames" if count is None else f"its {count} frames"
+        try:
+            kept = _move_aside(stale, target)
+        except OSError:
+            kept = stale
+        notices.append(f"an earlier recording to {target.name} was cut off (its process is gone); "
+                       f"{frames} are kept in {kept}")
+    return notices
 
 
 class _Writer:
@@ -531,10 +639,12 @@ class VideoWriter(_Writer):
     fragmented writer's ``with`` block keeps the recording; :meth:`abort` deletes
     it. Fragmentation applies to .mp4 and .mov; a fragmented .mkv is written
     in place and flushed too, which Matroska players tolerate when cut off.
-    (After a hard kill, a non-fragmented writer may leave its hidden
-    ``.NAME.partial-*`` file next to the target.) An existing file at ``path``
-    is replaced only by a finished video (or a recording with frames); a fragmented
-    writer whose encoder fails mid-way (a full disk) keeps the frames already written.
+    (After a hard kill, a writer may leave its hidden ``.NAME.partial-*`` file
+    next to the target; the next writer to that name keeps one with frames under
+    :func:`unfinished_name` and says so in :attr:`notices`.) An existing file at
+    ``path`` is replaced only by a finished video with frames on disk; a fragmented
+    writer whose encoder fails mid-way (a full disk) keeps the frames already on
+    disk, in place for a new file, else beside the existing one.
 
     Without an ffmpeg binary it falls back to OpenCV's 'mp4v' writer: larger
     files, no audio, and no fragmentation. :attr:`codec` says which is used.
@@ -542,7 +652,10 @@ class VideoWriter(_Writer):
     Attributes:
         path: the final output path.
         codec: 'libx264' or 'mp4v'.
-        frames_written: frames accepted so far.
+        frames_written: frames accepted so far (handed to the encoder).
+        frames_saved: after close (or a failed write of a recording), the frames
+            on disk: counted in the file for a recording; None before.
+        notices: what the writer found and did on opening (a killed run's recording kept).
         size: (h, w) of the frames, once the first one is written.
         audio_muxed: after close, whether audio was copied from ``audio_from``.
     """
@@ -570,6 +683,8 @@ class VideoWriter(_Writer):
         self.fps = fps
         self.fragmented = bool(fragmented)
         self.frames_written = 0
+        self.frames_saved: int | None = None
+        self.notices: list[str] = []
         self.size = None
         self.audio_muxed = False
         self._exe = _ffmpeg_exe()
@@ -584,11 +699,12 @@ class VideoWriter(_Writer):
         if self.path.is_dir():
             raise MediaError(f"cannot write video {self.path}: a folder of that name exists; choose another name")
         _check_parent(self.path)
+        self.notices += _keep_killed_recordings(self.path)
         # Create the output file now, so an unwritable location fails before any work.
         # A live recording goes in place (a killed run still leaves it playable) unless a file is there:
-        # then beside it, so the existing file is only ever replaced by a recording that has frames.
+        # then beside it, so the existing file is only ever replaced by a finished recording.
         in_place = self.fragmented and not os.path.lexists(self.path)
-        self._work = self.path if in_place else _partial_name(self.path, self.path.suffix)
+        self._work = self.path if in_place else partial_name(self.path, self.path.suffix)
         try:
             fd = os.open(self._work, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             os.close(fd)
@@ -609,7 +725,7 @@ class VideoWriter(_Writer):
         self._pad = (height % 2, width % 2)
         enc_w, enc_h = width + self._pad[1], height + self._pad[0]
         if self._exe is None:
-            writer = cv2.VideoWriter(str(self._work), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (enc_w, enc_h))
+            writer = cv2.VideoWriter(_native(self._work), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (enc_w, enc_h))
             if not writer.isOpened():
                 raise MediaError(
                     f"cannot write video {self.path}: OpenCV has no encoder for it; "
@@ -634,7 +750,7 @@ class VideoWriter(_Writer):
             cmd += ["-preset", "medium"]
             if mp4_like:
                 cmd += ["-movflags", "+faststart"]
-        cmd.append(str(self._work))
+        cmd.append(_native(self._work))
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(
@@ -675,9 +791,11 @@ class VideoWriter(_Writer):
             except (BrokenPipeError, OSError) as exc:
                 self._proc.wait()
                 detail = _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
-                if self.fragmented and self.frames_written:
-                    raise MediaError(f"recording stopped: ffmpeg could not write {self.path} ({detail}); "
-                                     f"{self._keep_fragments()}; check free disk space") from exc
+                if self.fragmented:
+                    self._done = True
+                    self._close_stderr()
+                    raise MediaError(f"recording to {self.path} stopped: {self._settle(finished=False)}; "
+                                     f"check free disk space (ffmpeg: {detail})") from exc
                 self.abort()
                 raise MediaError(f"ffmpeg stopped while writing {self.path}: {detail}; check free disk space") from exc
         self.frames_written += 1
@@ -696,38 +814,71 @@ class VideoWriter(_Writer):
             raise MediaError(f"no frames were written to {self.path}, so no video was saved")
         self._done = True
         try:
-            if self._cv_writer is not None:
-                self._cv_writer.release()
-                self._cv_writer = None
-            else:
-                assert self._proc is not None and self._proc.stdin is not None
-                try:
-                    self._proc.stdin.close()
-                except OSError:
-                    pass  # ffmpeg already gone; its exit code tells why
-                if self._proc.wait() != 0:
-                    detail = _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
-                    raise MediaError(f"ffmpeg failed to write {self.path}: {detail}; check free disk space")
-                if self._audio is not None:
-                    self._mux_audio()
+            failure = self._end_encoder()
+        except BaseException:
+            self._close_stderr()
+            if not self.fragmented:
+                self._remove_work()
+            raise
+        self._close_stderr()
+        if self.fragmented:  # what the encoder put on disk is kept, whatever happened
+            kept = self._settle(finished=failure is None)
+            if failure is not None or self.frames_saved == 0:
+                raise MediaError(f"recording to {self.path} stopped: {kept}; check free disk space "
+                                 f"(ffmpeg: {failure or 'no playable frame'})")
+            return
+        try:
+            if failure is not None:
+                raise MediaError(f"ffmpeg failed to write {self.path}: {failure}; check free disk space")
+            if self._audio is not None:
+                self._mux_audio()
             if self._work != self.path:
                 os.replace(self._work, self.path)
+            self.frames_saved = self.frames_written
         except BaseException:
             self._remove_work()
             raise
-        finally:
-            self._close_stderr()
 
-    def _keep_fragments(self) -> str:
-        """After the encoder failed mid-recording: keep the fragments it wrote, under the final name."""
-        self._done = True
-        self._close_stderr()
+    def _end_encoder(self) -> str | None:
+        """Let the encoder finish the file; what went wrong, or None."""
+        if self._cv_writer is not None:
+            self._cv_writer.release()
+            self._cv_writer = None
+            return None
+        assert self._proc is not None and self._proc.stdin is not None
         try:
-            if self._work != self.path:
-                os.replace(self._work, self.path)
+            self._proc.stdin.close()
         except OSError:
-            return f"the frames recorded so far are in {self._work}"
-        return f"the frames recorded so far are kept in {self.path}"
+            pass  # ffmpeg already gone; its exit code tells why
+        if self._proc.wait() != 0:
+            return _stderr_tail(self._stderr) or f"exit code {self._proc.returncode}"
+        return None
+
+    def _settle(self, finished: bool) -> str:
+        """Where a recording's frames end up, counted on disk (:attr:`frames_saved`), said in a few words.
+
+        An existing file at :attr:`path` is replaced only by a finished recording with frames; the frames of
+        one cut short (a full disk) are kept beside it under :func:`unfinished_name`, and a recording
+        without a playable frame is removed.
+        """
+        count = frames_on_disk(self._work)
+        self.frames_saved = count
+        name = self.path.name
+        frames = "the frames on disk" if count is None else f"the {count} frames on disk"
+        if count == 0:
+            self._remove_work()
+            return "no frame reached the disk, so nothing was saved" + (
+                f" ({name} is untouched)" if self._work != self.path else "")
+        if self._work == self.path:
+            return f"{frames} are kept"
+        try:
+            if finished:  # ffmpeg finished the file without an error
+                os.replace(self._work, self.path)
+                return f"{frames} are saved"
+            kept = _move_aside(self._work, self.path)
+            return f"{frames} are kept in {kept.name} beside it ({name} is untouched)"
+        except OSError:
+            return f"{frames} are kept in {self._work}"
 
     def _mux_audio(self) -> None:
         """Copy the audio of ``audio_from`` into the encoded video, cut to the video's duration.
@@ -738,18 +889,18 @@ class VideoWriter(_Writer):
         the video is kept without audio and a warning says so.
         """
         assert self._exe is not None and self._audio is not None
-        muxed = _partial_name(self.path, self.path.suffix)
+        muxed = partial_name(self.path, self.path.suffix)
         duration = f"{self.frames_written / self.fps:.6f}"
         reason = ""
         for audio_codec in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"]):
             cmd = [
                 self._exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                "-i", str(self._work), "-i", str(self._audio),
+                "-i", _native(self._work), "-i", _native(self._audio),
                 "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *audio_codec, "-t", duration,
             ]  # fmt: skip
             if self.path.suffix.lower() in (".mp4", ".mov"):
                 cmd += ["-movflags", "+faststart"]
-            cmd.append(str(muxed))
+            cmd.append(_native(muxed))
             result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if result.returncode == 0:
                 os.replace(muxed, self._work)

@@ -7,7 +7,10 @@ repository); else the per-user data folder (``platformdirs``, e.g.
 ``~/.local/share/livepuppet``), so running from another folder never
 downloads and converts everything again.
 
-Nothing here creates a folder; whoever writes into one creates it.
+Caches (engine choices, compiled models) live apart, in the per-user cache folder
+(:func:`cache_dir`), keyed by a model folder's content and the machine.
+
+Nothing here creates a data folder; whoever writes into one creates it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from livepuppet.hub.registry import ModelEntry
 
 HOME_ENV = "LIVEPUPPET_HOME"
+CACHE_ENV = "LIVEPUPPET_CACHE"
 CHECKPOINT_FOLDER = "checkpoint"
 MODELS_FOLDER = "models"
 PARTIAL_SUFFIX = ".partial"
@@ -43,6 +47,30 @@ def home_and_reason() -> tuple[Path, str]:
     return Path(platformdirs.user_data_dir("livepuppet", appauthor=False)).absolute(), "the per-user data folder"
 
 
+def homes() -> list[tuple[Path, str]]:
+    """Every home that may hold checkpoints and models, the one in use first, each with why it is one.
+
+    With $LIVEPUPPET_HOME set, only that one (it was asked for). Otherwise the
+    checkout (of an editable install) and the per-user data folder both: a
+    model converted in the checkout is found when livepuppet runs from another
+    folder, and the other way round.
+    """
+    home, why = home_and_reason()
+    found = [(home, why)]
+    if why == f"${HOME_ENV}":
+        return found
+    import platformdirs
+
+    checkout = _checkout()
+    if checkout is not None:
+        found.append((checkout, "the livepuppet checkout"))
+    found.append((Path(platformdirs.user_data_dir("livepuppet", appauthor=False)).absolute(), "the per-user data folder"))
+    unique: dict[Path, str] = {}
+    for path, reason in found:
+        unique.setdefault(path, reason)
+    return list(unique.items())
+
+
 def _checkout() -> Path | None:
     """The repository this livepuppet runs from, or None for an installed package."""
     root = Path(__file__).resolve().parent.parent
@@ -62,6 +90,32 @@ def checkpoint_dir() -> Path:
 def models_dir() -> Path:
     """The folder where converted model folders are written to and looked up in."""
     return home_dir() / MODELS_FOLDER
+
+
+def cache_dir() -> Path:
+    """Where machine-specific caches go (engine choices, compiled models): ``$LIVEPUPPET_CACHE``, else the
+    per-user cache folder (``~/.cache/livepuppet`` on Linux). Never inside a model folder, so folders stay
+    portable and may be read-only."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value:
+        return Path(value).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("livepuppet", appauthor=False)).absolute()
+
+
+def user_cache(*parts: str) -> Path | None:
+    """The cache folder ``cache_dir()/parts...``, made if need be; None where it cannot be written
+    (then nothing is cached and the work is done again next time)."""
+    folder = cache_dir().joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return None
+    return folder
 
 
 def find_checkpoint(entry: "ModelEntry", directory: Path | None = None) -> Path | None:

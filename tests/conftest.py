@@ -37,3 +37,17 @@ def small(tmp_path_factory: pytest.TempPathFactory):
     from tests.test_convert import shared_small_models
 
     return shared_small_models(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Engine choices and compiled models go to a session folder, never to the user's own cache
+    (subprocesses inherit it through the environment)."""
+    path = tmp_path_factory.mktemp("user-cache")
+    saved = os.environ.get("LIVEPUPPET_CACHE")
+    os.environ["LIVEPUPPET_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("LIVEPUPPET_CACHE", None)
+    else:
+        os.environ["LIVEPUPPET_CACHE"] = saved

@@ -256,7 +256,7 @@ def test_input_at_model_size_is_not_resampled(setup, tmp_path, capsys, monkeypat
 
 def test_choose_best_frame_finds_the_planted_source(setup):
     from livepuppet.commands.animate import choose_best_frame
-    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
 
     pipeline = Pipeline(open_engine(setup["model"], "tflite"))

@@ -11,6 +11,7 @@ The one full vox-256 fp32 conversion is marked ``slow``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ import torch
 from livepuppet import __version__
 from livepuppet.cli import main
 from livepuppet.errors import LivepuppetError
-from livepuppet.conversion.export import model_precision
+from livepuppet.conversion.targets.tflite import stored_precision
+from livepuppet.modelfolder.read import read_folder
 from tests.reference import (
     SMALL_PARAMS,
     VOX_PARAMS,
@@ -39,6 +41,7 @@ from tests.reference import (
     random_video,
     save_checkpoint,
     to_torch_nchw,
+    trained_numerics,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,16 +49,21 @@ SIZE = 64
 NUM_KP = SMALL_PARAMS["common_params"]["num_kp"]
 MODEL_NAMES = ("kp_detector", "source_encoder", "kp_processing", "generator")
 
-# key -> (serialisation, precision, batch); batch None = dynamic.
-MATRIX: dict[str, tuple[str, str, int | None]] = {
-    "legacy-fp32-b1": ("legacy", "fp32", 1),
-    "zip-fp32-dynamic": ("zip", "fp32", None),
-    "legacy-fp16-dynamic": ("legacy", "fp16", None),
-    "zip-int8-b2": ("zip", "int8", 2),
+# key -> (serialisation, precision, batch, numerics); batch None = dynamic. The original numerics
+# (--numerics original, convert's default) are the reference's parity target; "trained" is asked for.
+MATRIX: dict[str, tuple[str, str, int | None, str]] = {
+    "legacy-fp32-b1": ("legacy", "fp32", 1, "original"),
+    "zip-fp32-dynamic": ("zip", "fp32", None, "original"),
+    "legacy-fp16-dynamic": ("legacy", "fp16", None, "original"),
+    "zip-int8-b2": ("zip", "int8", 2, "original"),
     # converted over a copy of legacy-fp32-b1 (plus a stale file): exercises replacing a model
-    "legacy-fp32-b4": ("legacy", "fp32", 4),
+    "legacy-fp32-b4": ("legacy", "fp32", 4, "original"),
+    "zip-fp32-b1-trained": ("zip", "fp32", 1, "trained"),
 }
 REPLACED_KEY, REPLACED_FROM = "legacy-fp32-b4", "legacy-fp32-b1"
+# SMALL converts in a second: the shared folders carry every engine's files (the default convert is
+# tested on its own in test_default_convert_is_lean_and_portable)
+SMALL_TARGETS = ("tflite", "openvino", "savedmodel")
 STALE = "stale-file-from-the-old-model.txt"
 
 
@@ -70,7 +78,7 @@ class SmallModels:
         self.root = root
         self._checkpoints: dict[str, Path] = {}
         self._models: dict[str, Path] = {}
-        self._reference: dict[tuple[bool, bool], np.ndarray] = {}
+        self._reference: dict[tuple[bool, bool, str], np.ndarray] = {}
         self.convert_seconds: dict[str, float] = {}
         self.torch_models = None
         self.source = random_frames(1, SIZE, SIZE, seed=1)
@@ -88,14 +96,15 @@ class SmallModels:
 
     def model(self, key: str) -> Path:
         if key not in self._models:
-            serialisation, precision, batch = MATRIX[key]
+            serialisation, precision, batch, numerics = MATRIX[key]
             checkpoint = self.checkpoint(serialisation)
             out = self.root / "models" / key
             if key == REPLACED_KEY:
                 shutil.copytree(self.model(REPLACED_FROM), out)
                 (out / STALE).write_text("must disappear when the model is replaced")
             args = ["convert", str(checkpoint), "--out", str(out), "--precision", precision,
-                    "--batch", "dynamic" if batch is None else str(batch), "--size", f"{SIZE}x{SIZE}"]
+                    "--batch", "dynamic" if batch is None else str(batch), "--size", f"{SIZE}x{SIZE}",
+                    "--targets", ",".join(SMALL_TARGETS), "--numerics", numerics]
             start = time.perf_counter()
             assert main(args) == 0
             self.convert_seconds[key] = time.perf_counter() - start
@@ -103,15 +112,18 @@ class SmallModels:
             self._models[key] = out
         return self._models[key]
 
-    def reference(self, relative: bool = True, adapt_scale: bool = True) -> np.ndarray:
-        """PyTorch animation of self.driving onto self.source, (N, H, W, 3)."""
-        if (relative, adapt_scale) not in self._reference:
+    def reference(self, relative: bool = True, adapt_scale: bool = True, numerics: str = "original") -> np.ndarray:
+        """PyTorch animation of self.driving onto self.source, (N, H, W, 3); ``numerics`` "trained": with
+        every grid_sample at align_corners=True."""
+        key = (relative, adapt_scale, numerics)
+        if key not in self._reference:
             self.checkpoint("legacy")
             generator, kp_detector = self.torch_models
-            out = animate_reference(generator, kp_detector, to_torch_nchw(self.source), to_torch_nchw(self.driving),
-                                    relative=relative, adapt_scale=adapt_scale)
-            self._reference[(relative, adapt_scale)] = out.numpy().transpose(0, 2, 3, 1)
-        return self._reference[(relative, adapt_scale)]
+            with trained_numerics() if numerics == "trained" else contextlib.nullcontext():
+                out = animate_reference(generator, kp_detector, to_torch_nchw(self.source),
+                                        to_torch_nchw(self.driving), relative=relative, adapt_scale=adapt_scale)
+            self._reference[key] = out.numpy().transpose(0, 2, 3, 1)
+        return self._reference[key]
 
 
 _SHARED: dict[Path, SmallModels] = {}
@@ -157,21 +169,26 @@ def _expected_io(batch: int | None) -> dict[str, tuple[dict, dict]]:
     }
 
 
+def _expected_variants(precision: str) -> set[tuple[str, str, str, str]]:
+    """(network, back end, graph, precision) of every variant a SMALL_TARGETS convert writes."""
+    return ({(n, "tflite", "xnnpack", stored_precision(n, precision)) for n in MODEL_NAMES}
+            | {(n, "openvino", "xnnpack", "fp32") for n in MODEL_NAMES} | {("generator", "openvino", "plain", "bf16")}
+            | {(n, "savedmodel", "plain", "fp32") for n in MODEL_NAMES})
+
+
 @pytest.mark.parametrize("key", list(MATRIX))
 def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> None:
-    from livepuppet.runtime import cpu
-    from livepuppet.conversion.export import BF16_WEIGHTS, make_interpreter, tflite_ops
+    from livepuppet.conversion.targets.tflite import make_interpreter, tflite_ops
 
-    serialisation, precision, batch = MATRIX[key]
+    serialisation, precision, batch, numerics = MATRIX[key]
     folder = small.model(key)
     checkpoint = small.checkpoint(serialisation)
     manifest = json.loads((folder / "manifest.json").read_text())
+    model = read_folder(folder)  # and it reads back, checked
 
-    assert manifest["format"] == 1
-    assert manifest["livepuppet_version"] == __version__
-    assert manifest["tensorflow_version"]
-    assert manifest["precision"] == precision
-    assert manifest["batch"] == batch
+    assert manifest["format"] == 2
+    assert manifest["livepuppet_version"] == __version__ and manifest["tensorflow_version"]
+    assert manifest["batch"] == batch == model.batch and manifest["numerics"] == numerics == model.numerics
     assert manifest["checkpoint"] == {"name": checkpoint.name,
                                       "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
     config = manifest["config"]
@@ -179,31 +196,32 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
     assert config["model_params"]["common_params"] == SMALL_PARAMS["common_params"]
     assert config["model_params"]["generator_params"]["num_bottleneck_blocks"] == 2
 
-    assert sorted(manifest["models"]) == sorted(MODEL_NAMES)
+    assert sorted(manifest["signatures"]) == sorted(MODEL_NAMES)
     for name, (inputs, outputs) in _expected_io(batch).items():
-        entry = manifest["models"][name]
-        assert {i["name"]: i["shape"] for i in entry["inputs"]} == inputs, name
-        assert {o["name"]: o["shape"] for o in entry["outputs"]} == outputs, name
-        assert {i["dtype"] for i in entry["inputs"] + entry["outputs"]} == {"float32"}
-        assert [i["name"] for i in entry["inputs"]] == list(inputs)  # the order the engines feed them
+        sig = manifest["signatures"][name]
+        assert [i["name"] for i in sig["inputs"]] == list(inputs)  # the order the engines feed them
+        assert {i["name"]: i["shape"] for i in sig["inputs"]} == inputs, name
+        assert {o["name"]: o["shape"] for o in sig["outputs"]} == outputs, name
+        assert {i["dtype"] for i in sig["inputs"] + sig["outputs"]} == {"float32"}
 
-        saved = folder / entry["savedmodel"]
-        assert (saved / "saved_model.pb").is_file() and (saved / "variables").is_dir()
-        tflite = folder / entry["tflite"]
-        assert entry["tflite_bytes"] == tflite.stat().st_size
-        ops = entry["tflite_ops"]
-        assert ops and ops == sorted(ops) == tflite_ops(tflite), name
-        assert not [op for op in ops if "FLEX" in op.upper() or "CUSTOM" in op.upper()], ops
-        signature = make_interpreter(tflite, threads=1).get_signature_list()["serving_default"]
-        assert sorted(signature["inputs"]) == sorted(inputs) and sorted(signature["outputs"]) == sorted(outputs)
-
-    # (hidden files are what engines keep at run time: auto's choice, OpenVINO's compiled models)
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
-        ["manifest.json", "openvino", *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
-    bf16_copies = BF16_WEIGHTS if cpu.current().fast_precision() == "bf16" else ()  # test_openvino checks them
-    assert sorted(p.name for p in (folder / "openvino").iterdir()) == sorted(
-        [f"{m}.{ext}" for m in MODEL_NAMES for ext in ("xml", "bin")]
-        + [f"{m}.bf16.{ext}" for m in bf16_copies for ext in ("xml", "bin")])
+    assert {v.key for v in model.variants} == _expected_variants(precision)
+    listed = {"manifest.json"}
+    for variant in model.variants:
+        assert variant.verified.max_abs is not None, variant.label
+        for stored in variant.files:
+            path = folder / stored.path
+            assert path.stat().st_size == stored.bytes
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == stored.sha256
+            listed.add(stored.path)
+        if variant.backend == "tflite":
+            ops = tflite_ops(folder / variant.files[0].path)
+            assert ops and not [op for op in ops if "FLEX" in op.upper() or "CUSTOM" in op.upper()], ops
+            signature = make_interpreter(folder / variant.files[0].path, threads=1).get_signature_list()
+            inputs, outputs = _expected_io(batch)[variant.network]
+            assert sorted(signature["serving_default"]["inputs"]) == sorted(inputs)
+            assert sorted(signature["serving_default"]["outputs"]) == sorted(outputs)
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert on_disk == listed  # nothing unlisted: no caches, no leftovers
     assert _leftovers(folder.parent) == []
 
 
@@ -220,23 +238,23 @@ def test_reconvert_replaces_the_whole_old_model(small: SmallModels) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["batch"] == 4
     assert not (folder / STALE).exists()  # swapped as a whole, not merged into
-    assert manifest["models"]["generator"]["inputs"][0]["shape"][0] == 4
+    assert manifest["signatures"]["generator"]["inputs"][0]["shape"][0] == 4
     assert _leftovers(folder.parent) == []
 
 
 def test_precision_shrinks_the_tflite_files(small: SmallModels) -> None:
     sizes = {}
     for key in ("zip-fp32-dynamic", "legacy-fp16-dynamic", "zip-int8-b2"):
-        manifest = json.loads((small.model(key) / "manifest.json").read_text())
+        model = read_folder(small.model(key))
         # kp_processing holds no weights: a few kB of graph that quantisation cannot shrink
-        sizes[manifest["precision"]] = {m: manifest["models"][m]["tflite_bytes"] for m in MODEL_NAMES}
+        sizes[MATRIX[key][1]] = {m: model.find(m, "tflite").files[0].bytes for m in MODEL_NAMES}
     print("\n.tflite bytes (SMALL 64x64):")
     for precision, per_model in sizes.items():
         print(f"  {precision:5s} " + "  ".join(f"{m}={b}" for m, b in per_model.items()))
     weighted = ("kp_detector", "source_encoder", "generator")
     ratio = {}
     for precision in ("fp16", "int8"):  # over the models stored at that precision (int8 keeps kp_detector fp32)
-        reduced = [m for m in weighted if model_precision(m, precision) == precision]
+        reduced = [m for m in weighted if stored_precision(m, precision) == precision]
         ratio[precision] = sum(sizes[precision][m] for m in reduced) / sum(sizes["fp32"][m] for m in reduced)
     print(f"  ratio vs fp32 (models with weights, stored reduced): fp16 {ratio['fp16']:.3f}, int8 {ratio['int8']:.3f}")
     assert 0.40 <= ratio["fp16"] <= 0.62
@@ -307,7 +325,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path) -> None:
-    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.conversion.export import build
 
     out = tmp_path / "model"
@@ -324,8 +342,9 @@ def test_failed_reconvert_keeps_the_old_model(small: SmallModels, tmp_path: Path
 
 
 def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """_replace on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
-    from livepuppet.conversion import export
+    """replace_folder on its own: the new folder takes the old one's place; a failed swap puts the old one back."""
+    from livepuppet import outputs
+    from livepuppet.outputs import replace_folder
 
     def folder(name: str, marker: str) -> Path:
         path = tmp_path / name
@@ -335,7 +354,7 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return path
 
     out = folder("model", "old")
-    export._replace(folder(".model.partial-1", "new"), out)
+    replace_folder(folder(".model.partial-1", "new"), out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
@@ -348,9 +367,9 @@ def test_replace_swaps_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         return real_replace(src, dst)
 
     newer = folder(".model.partial-2", "newer")
-    monkeypatch.setattr(export.os, "replace", flaky_replace)
+    monkeypatch.setattr(outputs.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="injected"):
-        export._replace(newer, out)
+        replace_folder(newer, out)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.partial-2", "model"]  # build() removes its tmp
@@ -491,20 +510,23 @@ VOX_FRAMES = 3
 
 @pytest.fixture(scope="session")
 def vox_fp32(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A random-weight vox-256 checkpoint converted at fp32 (batch 1), and PyTorch's results on a short video."""
+    """A random-weight vox-256 checkpoint converted at fp32 (batch 1) with the trained numerics, and
+    PyTorch's results on a short video with every grid_sample at align_corners=True."""
     from livepuppet.commands.convert import convert_checkpoint
     from tests.reference import normalize_kp
 
     root = tmp_path_factory.mktemp("vox")
     generator, kp_detector = make_checkpoint(root / "vox-random.pth.tar", VOX_PARAMS, seed=0)
     start = time.perf_counter()
-    folder = convert_checkpoint(root / "vox-random.pth.tar", root / "vox-fp32")
+    folder = convert_checkpoint(root / "vox-random.pth.tar", root / "vox-fp32", numerics="trained")
     seconds = time.perf_counter() - start
     print(f"\nvox-256 fp32 converted in {seconds:.1f} s")
 
     source = random_frames(1, 256, 256, seed=1)
     driving = random_video(VOX_FRAMES, 256, 256, seed=2, speed=0.03)
     with torch.no_grad():
+        original = animate_reference(generator, kp_detector, to_torch_nchw(source), to_torch_nchw(driving))
+    with torch.no_grad(), trained_numerics():
         kp_source = kp_detector(to_torch_nchw(source))
         kp_driving = kp_detector(to_torch_nchw(driving))
         initial = {k: v[:1] for k, v in kp_driving.items()}
@@ -515,13 +537,28 @@ def vox_fp32(tmp_path_factory: pytest.TempPathFactory) -> dict:
         norm = {k: torch.cat([n[k] for n in norm]) for k in norm[0]}
         animation = animate_reference(generator, kp_detector, to_torch_nchw(source), to_torch_nchw(driving))
     numpy = lambda kp: {k: v.numpy() for k, v in kp.items()}  # noqa: E731
-    return {"folder": folder, "seconds": seconds, "source": source, "driving": driving,
+    return {"folder": folder, "checkpoint": root / "vox-random.pth.tar", "seconds": seconds, "source": source, "driving": driving,
             "kp_source": numpy(kp_source), "kp_driving": numpy(kp_driving), "kp_norm": numpy(norm),
-            "generated": generated.numpy().transpose(0, 2, 3, 1), "animation": animation.numpy().transpose(0, 2, 3, 1)}
+            "generated": generated.numpy().transpose(0, 2, 3, 1), "animation": animation.numpy().transpose(0, 2, 3, 1),
+            "animation_original": original.numpy().transpose(0, 2, 3, 1)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["tflite", "openvino", "savedmodel"])
+def test_vox256_default_convert_is_lean(vox_fp32: dict) -> None:
+    """What a default convert writes for vox-256: the two CPU engines' files, at most 2.2x the checkpoint."""
+    model = read_folder(vox_fp32["folder"])
+    checkpoint = vox_fp32["checkpoint"].stat().st_size
+    total = sum(p.stat().st_size for p in vox_fp32["folder"].rglob("*") if p.is_file())
+    print(f"\nvox-256 default convert: {total / 1e6:.0f} MB for a {checkpoint / 1e6:.0f} MB checkpoint "
+          f"({total / checkpoint:.2f}x); tflite {model.total_bytes('tflite') / 1e6:.0f} MB, "
+          f"openvino {model.total_bytes('openvino') / 1e6:.0f} MB (the .tflite files and the plain generator)")
+    assert model.backends() == {"tflite", "openvino"}
+    assert total == model.total_bytes() + (vox_fp32["folder"] / "manifest.json").stat().st_size
+    assert total <= 2.2 * checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["tflite", "openvino"])
 def test_vox256_fp32_matches_pytorch(vox_fp32: dict, engine: str) -> None:
     """Each converted model matches PyTorch within 1e-4 on the full vox-256 architecture.
 
@@ -531,16 +568,17 @@ def test_vox256_fp32_matches_pytorch(vox_fp32: dict, engine: str) -> None:
     a few pixels of the animation at 1e-4 to 2e-4 on the TFLite engine (measured: max 5.8e-5 on
     these 3 frames, 1.2e-4 to 2.1e-4 on 4 frames in benchmarks/convert_vox.py; mean ~2e-6).
     """
-    from livepuppet.runtime.engines import Keypoints, SourceData, open_engine
+    from livepuppet.conversion.targets.tflite import tflite_ops
+    from livepuppet.runtime.choose import open_engine
+    from livepuppet.runtime.engines import Keypoints, SourceData
     from livepuppet.runtime.pipeline import Pipeline
 
     v = vox_fp32
-    manifest = json.loads((v["folder"] / "manifest.json").read_text())
-    assert manifest["config"]["dataset_params"]["frame_shape"] == [256, 256, 3]
-    assert manifest["config"]["model_params"]["common_params"]["num_kp"] == 10
-    assert manifest["precision"] == "fp32" and manifest["batch"] == 1
-    for entry in manifest["models"].values():
-        assert not [op for op in entry["tflite_ops"] if "FLEX" in op.upper() or "CUSTOM" in op.upper()]
+    model = read_folder(v["folder"])
+    assert model.frame_size == (256, 256) and model.num_kp == 10 and model.batch == 1
+    for network in MODEL_NAMES:
+        ops = tflite_ops(model.file(model.find(network, "tflite")))
+        assert not [op for op in ops if "FLEX" in op.upper() or "CUSTOM" in op.upper()]
     eng = open_engine(v["folder"], engine, exact=True)
     kp_torch = lambda kp: Keypoints(kp["value"], kp["jacobian"])  # noqa: E731
 
@@ -563,9 +601,11 @@ def test_vox256_fp32_matches_pytorch(vox_fp32: dict, engine: str) -> None:
     pipe.set_source(v["source"][0])
     got = pipe.animate(v["driving"])
     end_to_end = np.abs(got - v["animation"])
-    sizes = {m: e["tflite_bytes"] for m, e in manifest["models"].items()}
+    sizes = {m: model.find(m, "tflite").files[0].bytes for m in MODEL_NAMES}
     print(f"\nvox-256 fp32 {engine}: per model {{{', '.join(f'{k}: {e:.2e}' for k, e in errors.items())}}}; "
           f"animation max abs {end_to_end.max():.2e}, mean {end_to_end.mean():.2e}; .tflite bytes {sizes}")
+    apart = np.abs(v["animation"] - v["animation_original"]) * 255
+    print(f"the reference's two numerics on these frames: {apart.mean():.3f} levels mean, {apart.max():.2f} max apart")
     for name, err in errors.items():
         assert err <= 1e-4, name
     assert got.shape == v["animation"].shape
@@ -602,22 +642,22 @@ def test_vox256_bf16_error_and_auto_keeps_to_the_budget(vox_fp32: dict) -> None:
     """OpenVINO at the CPU's reduced precision against the fp32 TFLite engine, on a real face; auto's pick
     for this folder stays within the budget whatever bf16 does. On a CPU without bf16 the reduced
     precision is fp32 itself; the CPU-forcing tests in test_openvino.py cover the choice."""
-    from livepuppet.runtime.engines import auto, open_engine
-    from livepuppet.runtime.engines.openvino import default_precision
+    from livepuppet.runtime import choose, timing
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
 
     source, driving = _astronaut_clip(4)
     results = {}
-    for name, kind, kwargs in (("fp32", "tflite", {}),
-                               ("fast", "openvino", {"precision": default_precision(), "kp_precision": "fp32"})):
-        pipe = Pipeline(open_engine(vox_fp32["folder"], kind, **kwargs))
+    for name, kind in (("fp32", "tflite"), ("fast", "openvino")):  # openvino: reduced, keypoints at fp32
+        engine = open_engine(vox_fp32["folder"], kind)
+        pipe = Pipeline(engine)
         pipe.set_source(source[0])
         results[name] = pipe.animate(driving)
     diff = np.abs(results["fast"] - results["fp32"]) * 255
-    print(f"\nvox-256 openvino {default_precision()} (fp32 keypoints) vs tflite fp32 on the astronaut: mean "
+    print(f"\nvox-256 {engine.label} vs tflite fp32 on the astronaut: mean "
           f"{diff.mean():.3f} max {diff.max():.2f} levels")
     assert diff.mean() <= BF16_MEASURED_BOUND["mean"] and diff.max() <= BF16_MEASURED_BOUND["max"]
     chosen = open_engine(vox_fp32["folder"], "auto")
-    (entry,) = json.loads((vox_fp32["folder"] / auto.CACHE).read_text()).values()
+    (entry,) = json.loads(choose.cache_file(read_folder(vox_fp32["folder"])).read_text()).values()
     print(f"auto picked {chosen.label}: {entry['mean']:.3f} mean / {entry['max']:.2f} max levels")
-    assert entry["mean"] <= auto.BUDGET["mean"] and entry["max"] <= auto.BUDGET["max"]
+    assert entry["mean"] <= timing.BUDGET["mean"] and entry["max"] <= timing.BUDGET["max"]

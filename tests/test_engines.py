@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepuppet.runtime.engines import Engine, Keypoints, SourceData, open_engine
+from livepuppet.conversion.targets.tflite import stored_precision
 from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.conversion.export import model_precision
-from livepuppet.modelfolder.manifest import MODEL_NAMES, read_manifest
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import NETWORKS as MODEL_NAMES
+from livepuppet.runtime.choose import open_engine
+from livepuppet.runtime.engines import Engine, Keypoints, SourceData
 from livepuppet.runtime.pipeline import Pipeline
 from tests.test_convert import MATRIX, SIZE, SmallModels, shared_small_models
 
@@ -61,9 +63,9 @@ def _animate(engine: Engine, source: np.ndarray, driving: np.ndarray, relative: 
 @pytest.mark.parametrize("engine", ["tflite", "savedmodel"])
 @pytest.mark.parametrize("key", list(MATRIX))
 def test_engine_matches_pytorch(small: SmallModels, key: str, engine: str) -> None:
-    _, precision, batch = MATRIX[key]
+    _, precision, batch, numerics = MATRIX[key]
     got = _animate(_engine(small, key, engine), small.source, small.driving)
-    expected = small.reference()
+    expected = small.reference(numerics=numerics)
     err = np.abs(got - expected)
     # The SavedModels are the fp32 graph whatever --precision says; only the .tflite files are reduced.
     exact = precision == "fp32" or engine == "savedmodel"
@@ -76,6 +78,20 @@ def test_engine_matches_pytorch(small: SmallModels, key: str, engine: str) -> No
     if not exact:
         assert err.mean() <= REDUCED_TOLERANCE[precision]["mean"]
     assert float(np.abs(expected[0] - expected[-1]).mean()) > 1e-3  # the reference really moves
+
+
+def test_trained_numerics_match_the_reference_patched_to_align_corners(small: SmallModels) -> None:
+    """convert's default, --numerics trained, against the reference with every grid_sample at
+    align_corners=True (the PyTorch 1.0 behaviour the published weights were trained with)."""
+    got = _animate(_engine(small, "zip-fp32-b1-trained", "tflite"), small.source, small.driving)
+    trained, original = small.reference(numerics="trained"), small.reference(numerics="original")
+    err, apart = np.abs(got - trained) * 255, np.abs(trained - original) * 255
+    print(f"\ntrained numerics: {err.max():.4f} levels max ({err.mean():.5f} mean) from the patched reference; "
+          f"the two numerics {apart.max():.2f} max, {apart.mean():.3f} mean levels apart")
+    assert err.max() <= 1.0
+    assert apart.max() >= 20 * max(err.max(), 0.01)  # the switch changes the picture, far beyond the error
+    assert read_folder(small.model("zip-fp32-b1-trained")).numerics == "trained"
+    assert read_folder(small.model("legacy-fp32-b1")).numerics == "original"
 
 
 @pytest.mark.parametrize("relative,adapt_scale", [(False, False), (True, False), (False, True)])
@@ -106,9 +122,9 @@ def test_reduced_precision_against_fp32(small: SmallModels, precision_key: str) 
     kp_err = float(np.abs(kp.value - kp32.value).max())
     print(f"{precision} keypoints vs fp32: max abs {kp_err:.2e}")
     assert kp_err <= REDUCED_TOLERANCE[precision]["keypoints"]
-    models = json.loads((small.model(precision_key) / "manifest.json").read_text())["models"]
-    stored = {m: models[m]["precision"] for m in MODEL_NAMES}
-    assert stored == {m: model_precision(m, precision) for m in MODEL_NAMES}
+    model = read_folder(small.model(precision_key))
+    stored = {m: model.find(m, "tflite").precision for m in MODEL_NAMES}
+    assert stored == {m: stored_precision(m, precision) for m in MODEL_NAMES}
 
 
 # --------------------------------------------------------------------------- static batches
@@ -204,13 +220,13 @@ def _bad_folder(case: str, small: SmallModels, tmp: Path) -> tuple[Path, str]:
         manifest.write_text(json.dumps(data))
         return folder, "format 99"
     if case == "damaged-manifest":
-        manifest.write_text('{"format": 1, "models": ')
+        manifest.write_text('{"format": 2, "variants": ')
         return folder, "damaged"
     if case == "incomplete-manifest":
         data = json.loads(manifest.read_text())
-        del data["models"]["generator"]
+        del data["signatures"]["generator"]
         manifest.write_text(json.dumps(data))
-        return folder, "lacks the generator"
+        return folder, "signatures.generator is missing"
     if case == "missing-tflite":
         (folder / "generator.tflite").unlink()
         return folder, "generator"
@@ -218,7 +234,7 @@ def _bad_folder(case: str, small: SmallModels, tmp: Path) -> tuple[Path, str]:
         (folder / "generator.tflite").write_bytes(b"\0" * 64)
         return folder, "generator"
     if case == "missing-savedmodel":
-        shutil.rmtree(folder / "generator")
+        shutil.rmtree(folder / "savedmodel" / "generator")
         return folder, "generator"
     raise AssertionError(case)
 
@@ -236,7 +252,7 @@ def test_not_a_model_folder(small: SmallModels, tmp_path: Path, case: str, engin
     print(f"\n{case}/{engine}: {message}")
     assert word in message and str(folder) in message and "\n" not in message
     if case == "other-format":
-        assert "9.0" in message and "format 1" in message and "convert" in message
+        assert "9.0" in message and "format 2" in message and "convert" in message
 
 
 @pytest.mark.parametrize("case,engine", [("missing-tflite", "tflite"), ("corrupt-tflite", "tflite"),
@@ -251,14 +267,14 @@ def test_damaged_model_files(small: SmallModels, tmp_path: Path, case: str, engi
 
 def test_unknown_engine(small: SmallModels) -> None:
     with pytest.raises(LivepuppetError, match="unknown engine"):
-        open_engine(small.model("legacy-fp32-b1"), "onnx")
+        open_engine(small.model("legacy-fp32-b1"), "no-such-engine")
 
 
-def test_manifest_reader(small: SmallModels) -> None:
-    manifest = read_manifest(small.model("legacy-fp16-dynamic"))
-    assert manifest.frame_size == (SIZE, SIZE) and manifest.num_kp == 5
-    assert manifest.batch is None and manifest.precision == "fp16"
-    assert manifest.path("generator", "tflite").is_file()
+def test_folder_reader(small: SmallModels) -> None:
+    model = read_folder(small.model("legacy-fp16-dynamic"))
+    assert model.frame_size == (SIZE, SIZE) and model.num_kp == 5
+    assert model.batch is None and model.find("generator", "tflite").precision == "fp16"
+    assert model.file(model.find("generator", "tflite")).is_file()
 
 
 # --------------------------------------------------------------------------- LiteRT without TensorFlow
@@ -280,7 +296,7 @@ NO_TF_SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, NoTensorFlow())
     import numpy as np
-    from livepuppet.runtime.engines import open_engine
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
 
     folder, work = Path(sys.argv[1]), Path(sys.argv[2])

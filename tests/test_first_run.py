@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from livepuppet import cli
-from livepuppet.modelfolder.manifest import MANIFEST
+from livepuppet.modelfolder.schema import MANIFEST
 from tests.test_download import serving  # the local server with Range support
 
 CKPT = "small-cpk.pth.tar"
@@ -195,9 +196,10 @@ def test_first_run_downloads_converts_and_runs(env, server, checkpoint_bytes, fa
     face, clip = face_and_clip
     env.write_registry([f"{server.base}/ok/{CKPT}"])
     out = tmp_path / "out.mp4"
-    argv = ("run", "--source", str(face), "--camera", str(clip), "--no-preview", "--record", str(out))
+    argv = ("run", "--source", str(face), "--camera", str(clip), "--every-frame", "--no-preview", "--record", str(out))
     done = env.run(*argv, "--frames", "6", "--yes")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert library_noise(done.stdout + done.stderr) == [], done.stdout + done.stderr  # download, convert, run
 
     assert (env.checkpoint_dir / CKPT).read_bytes() == checkpoint_bytes
     assert [path for path, _range in server.requests] == [f"/ok/{CKPT}"]
@@ -215,6 +217,42 @@ def test_first_run_downloads_converts_and_runs(env, server, checkpoint_bytes, fa
     assert "converting" not in again.stderr
     assert len(server.requests) == 1
     assert probe_video(out)["frame_count"] == 2
+    assert library_noise(again.stdout + again.stderr) == []
+
+    site = env.run("web", "--export", str(tmp_path / "site"))  # the default model, now converted
+    assert site.returncode == 0, site.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert library_noise(site.stdout + site.stderr) == [], site.stdout + site.stderr
+
+
+# What libraries print when nobody stops them: absl/glog lines (I0000 ..., E0000 ... cuInit), absl's own
+# warning, TensorFlow's oneDNN and CUDA notes, LiteRT's INFO lines, OpenVINO's [ WARNING ] and NNCF's
+# INFO:nncf:..., Python warnings (DeprecationWarning, UserWarning ...) and any stray traceback.
+_NOISE = re.compile(r"^\s*([IWEF]\d{4} |\[ ?(INFO|WARNING|ERROR|DEBUG) ?\]|(INFO|WARNING|ERROR|DEBUG)(:|\b)"
+                    r"|Traceback)|absl|oneDNN|cuda|cuInit|XNNPACK|TensorFlow Lite|nncf:"
+                    r"|[A-Za-z]*Warning\b", re.IGNORECASE)
+
+
+def library_noise(output: str) -> list[str]:
+    """The lines of a command's output that a library printed, not livepuppet."""
+    return [line for line in output.splitlines() if _NOISE.search(line)]
+
+
+def test_library_noise_is_recognised():
+    """The filter the first-run test relies on catches what TensorFlow, absl and LiteRT print."""
+    noisy = """WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796298363.501463    7895 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796298363.502155    7895 cudart_stub.cc:31] Could not find cuda drivers on your machine.
+E0000 00:00:1796298371.108722    7895 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+[ WARNING ] some OpenVINO remark
+INFO:nncf:Compression stage
+/x/y.py:3: DeprecationWarning: something"""
+    assert len(library_noise(noisy)) == 8
+    ours = """first run: converting small-cpk.pth.tar once (a minute or two)
+6 avatar frames at 26.1 fps, latency 199 ms (camera grab to avatar out) (frames); median ms: capture 0.3
+engine: openvino fp32, generator 19 ms, frame 23 ms (0.00 mean / 0.0 max levels from fp32)"""
+    assert library_noise(ours) == []
 
 
 def test_run_without_yes_and_without_a_terminal_refuses(env, server, face_and_clip):
@@ -244,7 +282,7 @@ def test_download_question_gives_the_entry_size(env, monkeypatch, size, filename
     doc["models"]["vox-adv"]["filename"] = filename
     env.registry.write_text(yaml.safe_dump(doc))
     asked = []
-    monkeypatch.setattr(commands, "_ask", lambda question: asked.append(question) or False)
+    monkeypatch.setattr(commands, "_ask", lambda question, where: asked.append(question) or False)
     with pytest.raises(LivepuppetError, match="no model to run"):
         commands.resolve_model(None, download_ok=True)
     [question] = asked
@@ -274,14 +312,18 @@ def test_run_offline_says_where_to_get_the_file(env, server, face_and_clip):
 def test_doctor_reports_this_machine(env, tmp_path, capsys):
     from livepuppet.fomm.config import ModelConfig
 
+    from livepuppet.modelfolder.schema import ModelFolder, Signature, StoredFile, Tensor, Variant, to_json
+
     model = env.home / "models" / MODEL_FOLDER
     model.mkdir(parents=True)
-    (model / MANIFEST).write_text(json.dumps({
-        "format": 1, "precision": "fp16", "batch": 1,
-        "config": ModelConfig(num_kp=5).with_frame_shape(128, 128).to_dict(),  # a size the vox layout takes
-        "models": {name: {"tflite": f"{name}.tflite", "savedmodel": name}
-                   for name in ("kp_detector", "source_encoder", "kp_processing", "generator")},
-    }))
+    variants = []
+    for name in ("kp_detector", "source_encoder", "kp_processing", "generator"):
+        (model / f"{name}.tflite").write_bytes(b"x" * 1000)
+        variants.append(Variant(name, "tflite", "xnnpack", "fp16", (StoredFile(f"{name}.tflite", 1000, ""),)))
+    signatures = {name: Signature((Tensor("image", (1, 128, 128, 3)),), ()) for name in
+                  ("kp_detector", "source_encoder", "kp_processing", "generator")}
+    (model / MANIFEST).write_text(to_json(ModelFolder(model, ModelConfig(num_kp=5).with_frame_shape(128, 128), 1,
+                                                      signatures, tuple(variants))))
     (env.home / "models" / "broken").mkdir()
     (env.home / "models" / "broken" / MANIFEST).write_text("{not json")
     env.checkpoint_dir.mkdir(parents=True)
@@ -298,7 +340,7 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     assert "devices CPU" in out.split("│ OpenVINO ")[1].splitlines()[0]
     assert "$LIVEPUPPET_HOME)" in out.split("│ data folders ")[1].splitlines()[0]
     assert "Traceback" not in out
-    assert f"{MODEL_FOLDER} (default): fp16, 128x128, batch 1, 5 keypoints" in out
+    assert f"{MODEL_FOLDER} (default): 128x128, batch 1, 5 keypoints; tflite; 0 MB" in out
     assert "broken: unusable" in out
     assert f"{CKPT} (default): 0.3 MB" in out
     assert "unfinished download" in out
@@ -310,3 +352,78 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
         assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=livepuppet" in out
         if importlib.util.find_spec("pyvirtualcam") is None:
             assert "pip install pyvirtualcam" in out
+
+
+# --------------------------------------------------------------------------
+# where things are: run from outside the checkout
+
+
+@pytest.fixture
+def two_homes(env, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """No $LIVEPUPPET_HOME, a (fake) checkout and a (fake) per-user data folder, and a working folder outside both."""
+    import platformdirs
+
+    from livepuppet import paths
+
+    checkout, user = tmp_path / "checkout", tmp_path / "user-data"
+    monkeypatch.delenv("LIVEPUPPET_HOME")
+    monkeypatch.setattr(paths, "_checkout", lambda: checkout)
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda *a, **k: str(user))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    env.write_registry(["http://127.0.0.1:9/unused"])
+    return checkout, user
+
+
+def _model_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text("{}")  # resolve_model only finds it; the engine reads it
+    return folder
+
+
+def test_run_outside_the_checkout_finds_the_checkouts_default_model(two_homes, capsys):
+    from livepuppet.commands.default_model import resolve_model
+    from livepuppet.paths import home_dir
+
+    checkout, user = two_homes
+    assert home_dir() == user  # outside the checkout, the per-user folder is the home ...
+    model = _model_folder(checkout / "models" / MODEL_FOLDER)
+    assert resolve_model(None, download_ok=True) == model  # ... and the checkout's model is found all the same
+    assert f"default model: {model}" in capsys.readouterr().err
+
+
+def test_a_checkpoint_in_another_home_is_converted_beside_it(two_homes, monkeypatch):
+    from livepuppet.commands import default_model
+
+    checkout, _ = two_homes
+    (checkout / "checkpoint").mkdir(parents=True)
+    (checkout / "checkpoint" / CKPT).write_bytes(b"x" * 100)
+    converted = []
+    monkeypatch.setattr(default_model, "convert_checkpoint", lambda ckpt, out, *a, **k: converted.append((ckpt, out)) or out)
+    assert default_model.resolve_model(None) == checkout / "models" / MODEL_FOLDER
+    assert converted == [(checkout / "checkpoint" / CKPT, checkout / "models" / MODEL_FOLDER)]  # no download
+
+
+def test_missing_default_model_names_where_it_looked_and_what_exists(two_homes):
+    from livepuppet.commands.default_model import resolve_model
+    from livepuppet.errors import ModelFolderError
+
+    checkout, user = two_homes
+    other = _model_folder(user / "models" / "my-model")
+    with pytest.raises(ModelFolderError) as info:
+        resolve_model(None)
+    message = str(info.value)
+    assert "\n" not in message
+    for where in (user / "models" / MODEL_FOLDER, checkout / "models" / MODEL_FOLDER,
+                  user / "checkpoint" / CKPT, checkout / "checkpoint" / CKPT):
+        assert str(where) in message, where
+    assert f"models that exist: {other}" in message and "--model" in message
+
+
+def test_convert_ends_with_the_command_to_run_next(two_homes, tmp_path):
+    from livepuppet.commands.convert import next_command
+
+    checkout, user = two_homes
+    assert next_command(user / "models" / MODEL_FOLDER) == "livepuppet run --source face.png"
+    assert next_command(checkout / "models" / MODEL_FOLDER) == "livepuppet run --source face.png"
+    assert next_command(tmp_path / "mine") == f"livepuppet run --source face.png --model {tmp_path / 'mine'}"

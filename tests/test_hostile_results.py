@@ -68,6 +68,112 @@ def test_animate_with_a_huge_source_exits_2(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 1 and "megapixels" in err and "Traceback" not in err
 
 
+def test_a_jpeg_size_past_the_first_bytes_is_read_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    """Two 64 KB comment segments before the frame header: the size is found by skipping segments, not by
+    decoding 9000x9000 pixels (imdecode is never reached)."""
+    comments = (b"\xff\xfe" + struct.pack(">H", 65535) + bytes(65533)) * 2
+    path = tmp_path / "huge.jpg"
+    jpeg = _jpeg_header(9000, 9000)
+    path.write_bytes(jpeg[:2] + comments + jpeg[2:])
+    monkeypatch.setattr(media.cv2, "imdecode", lambda *a: pytest.fail("decoded before the size was checked"))
+    with pytest.raises(MediaError, match="9000x9000 .81 megapixels"):
+        media.read_image(path)
+
+
+def _bmp_header(width: int, height: int) -> bytes:
+    """A BMP whose header claims width x height (a format whose header livepuppet does not read itself)."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + 64, 0, 0, 54) + info + bytes(64)
+
+
+_OPENCV_LIMIT = """
+import sys
+import livepuppet.live.sinks  # any livepuppet module that imports cv2: the limit must already be set
+import cv2
+import numpy as np
+from livepuppet import media
+try:
+    cv2.imdecode(np.frombuffer(open(sys.argv[1], "rb").read(), np.uint8), cv2.IMREAD_COLOR)
+    print("decoded")
+except cv2.error as exc:
+    print("refused by OpenCV" if "CV_IO_MAX_IMAGE_PIXELS" in str(exc) else exc)
+try:
+    media.read_image(sys.argv[1])
+except media.MediaError as exc:
+    print(exc)
+"""
+
+
+def test_opencv_pixel_limit_is_set_before_cv2_loads(tmp_path: Path) -> None:
+    path = tmp_path / "huge.bmp"
+    path.write_bytes(_bmp_header(9000, 9000))
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    result = subprocess.run([sys.executable, "-c", _OPENCV_LIMIT, str(path)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "refused by OpenCV", result.stdout + result.stderr
+    assert "above livepuppet's limit of 64 megapixels" in lines[1]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "oversized"])
+def test_an_image_that_is_no_regular_file_is_refused_unread(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "face.png"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading waits for a writer that never comes
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # reading never ends
+    else:
+        with open(path, "wb") as f:
+            f.write(_png_header(64, 64))
+            f.truncate(300_000_000)  # sparse: nothing on disk, 300 MB to read
+    code = "import sys\nfrom livepuppet import media\ntry:\n    media.read_image(sys.argv[1])\n" \
+           "except media.MediaError as exc:\n    print(exc)"
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30)
+    expected = "more than the 256 MB" if kind == "oversized" else "not a regular file"
+    assert expected in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def huge_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One black 8200x8200 frame (67 megapixels) as Motion JPEG: 0.8 MB on disk, 200 MB decoded, 800 MB as floats."""
+    exe = media._ffmpeg_exe()
+    if exe is None:
+        pytest.skip("no ffmpeg binary to make the test video (install imageio-ffmpeg)")
+    path = tmp_path_factory.mktemp("huge") / "huge.avi"
+    subprocess.run([exe, "-v", "error", "-f", "lavfi", "-i", "color=black:s=8200x8200:d=0.04:r=25", "-c:v", "mjpeg",
+                    str(path)], check=True, timeout=120)
+    return path
+
+
+_PEAK = """
+import sys
+from livepuppet.commands.run import peak_memory_mb
+try:
+    {call}
+except Exception as exc:
+    print(type(exc).__name__, exc)
+print("peak", peak_memory_mb())
+"""
+
+
+@pytest.mark.parametrize("call", ["from livepuppet.cli import main; sys.exit(main(sys.argv[1:]))",
+                                  "from livepuppet.live.capture import open_camera; open_camera(sys.argv[5])"],
+                         ids=["animate-driving", "camera"])
+def test_video_frames_over_the_limit_are_refused_by_their_declared_size(huge_video: Path, tmp_path: Path,
+                                                                        call: str) -> None:
+    source = tmp_path / "face.png"
+    cv2.imwrite(str(source), np.zeros((64, 64, 3), np.uint8))
+    args = ["animate", "--source", str(source), "--driving", str(huge_video), "--output", str(tmp_path / "o.mp4"),
+            "--model", str(tmp_path / "model")]
+    code = _PEAK.format(call=call.replace("sys.exit(main(sys.argv[1:]))", "main(sys.argv[1:])"))
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert "8200x8200 (67 megapixels), above livepuppet's limit" in output, output[-2000:]
+    peak = float(result.stdout.split("peak")[-1])
+    print(f"\npeak memory refusing an 8200x8200 video: {peak:.0f} MB")
+    assert peak < 400  # one decoded frame alone would be 200 MB, and 800 MB as floats
+
+
 def test_an_ordinary_photo_is_within_the_limit() -> None:
     assert media.header_size(_png_header(4000, 3000)) == (4000, 3000)
     assert 4000 * 3000 < media.MAX_PIXELS
@@ -190,7 +296,8 @@ def test_pipeline_history_is_bounded() -> None:
 
 
 def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
-    export = pytest.importorskip("livepuppet.conversion.export")
+    from livepuppet.outputs import partial_folder
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     out = tmp_path / "model"
     stale = tmp_path / f".model.partial-{int(dead.stdout)}-abcdef"
@@ -199,7 +306,7 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
     live = paths.partial_name(out)  # this process is alive: its work is left alone
     live.mkdir()
     assert paths.stale_partials(out) == [stale]
-    fresh = export._partial_folder(out)
+    fresh = partial_folder(out)
     assert not stale.exists() and live.exists() and fresh.exists()
 
 
@@ -208,11 +315,14 @@ def test_stale_partial_folders_are_removed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision,error", [("fp16", float("nan")), ("int8", 5.0), ("fp16", 0.5)])
 def test_broken_reduced_precision_model_is_not_written(precision: str, error: float) -> None:
-    export = pytest.importorskip("livepuppet.conversion.export")
-    errors = [("generator", 1e-6, error)]
-    with pytest.raises(export.VerificationError, match=f"the {precision} generator"):
-        export._check_errors(errors, precision)
-    export._check_errors([("generator", 1e-6, export.REDUCED_TOLERANCE[precision] / 2)], precision)
+    from livepuppet.conversion import export
+    from livepuppet.conversion.job import Check
+    from livepuppet.conversion.targets.tflite import REDUCED_TOLERANCE
+
+    label = f"generator (tflite, xnnpack graph, {precision})"
+    with pytest.raises(export.VerificationError, match=f"converted generator .*{precision}.*--precision fp32"):
+        export.enforce([Check(label, error, REDUCED_TOLERANCE[precision])])
+    export.enforce([Check(label, REDUCED_TOLERANCE[precision] / 2, REDUCED_TOLERANCE[precision])])
 
 
 # --- 6. one float -> uint8 rule -------------------------------------------------------------------------------
@@ -246,7 +356,7 @@ def test_fps_summary_of_a_single_batch() -> None:
     from livepuppet.live.loop import LiveStats
 
     one_batch = LiveStats(frames=4, seconds=0.0005, batch=4, stop_reason="frames")
-    assert one_batch.fps == 0 and "4 frames in one batch" in one_batch.summary()
+    assert one_batch.fps == 0 and "4 avatar frames in one batch" in one_batch.summary()
     assert "5317" not in one_batch.summary() and " fps " not in one_batch.summary()
     several = LiveStats(frames=9, seconds=2.0, batch=4, stop_reason="frames")
-    assert several.summary().startswith("9 frames at 4.0 fps")
+    assert several.summary().startswith("9 avatar frames at 4.0 fps")

@@ -216,6 +216,32 @@ def test_file_camera_delivers_every_frame_in_order(tmp_path):
     assert np.allclose([m for _, m in got], means, atol=4)
 
 
+def test_paced_file_plays_at_its_own_rate_and_drops_what_the_model_has_no_time_for(tmp_path):
+    """What `run` does with a video file: a camera's pace (30 fps here), so a model slower than that sees the
+    newest frame, the rest are dropped, and the latency stays a frame or two, as with a webcam."""
+    make_clip(tmp_path / "clip.avi", 30)
+    cap = open_camera(str(tmp_path / "clip.avi"), paced=True)
+    assert cap.live and cap.fps == 30
+    stats = run_live(FakeAnimator(delay=0.08), cap, FaceFramer(enabled=False), [], sources=sources(),
+                     console=quiet()[0])
+    print(f"\npaced file: {stats.summary()}")
+    assert stats.stop_reason == "end of input" and cap.ended
+    assert 5 <= stats.frames <= 16 and stats.dropped >= 10 and stats.frames + stats.dropped == 30
+    assert stats.seconds > 0.8  # a second of video takes about a second
+    assert stats.fps <= 13  # the model's pace (80 ms a frame), never the file's 30
+    assert stats.latency_ms is not None and 80 <= stats.latency_ms <= 250  # not a backlog of queued frames
+    assert f"{stats.frames} avatar frames at {stats.fps:.1f} fps, latency {stats.latency_ms:.0f} ms" in stats.summary()
+
+
+def test_pass_through_frames_are_not_avatar_frames():
+    """The summary counts what the model made: camera frames passed through ('t') are said apart."""
+    from livepuppet.live.loop import LiveStats
+
+    stats = LiveStats(frames=10, seconds=1.0, latency_ms=95.0, passed=40, stop_reason="quit")
+    assert stats.summary().startswith("10 avatar frames at 9.0 fps, latency 95 ms (camera grab to avatar out) (quit)")
+    assert "40 camera frames passed through" in stats.summary()
+
+
 def test_live_camera_hands_out_only_the_newest_frame():
     cam = FakeCamera(interval=0.001)
     cap = open_camera(0, opener=cam)
@@ -436,7 +462,7 @@ def test_headless_recording_of_twelve_frames(tmp_path):
     diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, frames[1:])]
     assert min(diffs) > 1.0
     assert len(made[0].frames) == 12 and made[0].closed
-    assert "12 frames" in stats.summary()
+    assert "12 avatar frames" in stats.summary()
 
 
 def test_realtime_recording_plays_at_wall_clock_speed(tmp_path):
@@ -692,3 +718,27 @@ def test_paste_back_portrait_goes_out_at_the_pictures_size(tmp_path):
         assert frame.shape == (600, 900, 3)
         assert np.array_equal(frame[:, :b.x], portrait.picture[:, :b.x])  # the room around the crop is untouched
     np.testing.assert_allclose(animator.source, portrait.crop)  # the model animated the head crop
+
+
+def test_framing_keys_mean_what_they_mean_on_the_page():
+    """'+' '+' then '0' resets the zoom, 'f' turns face tracking off, 't' passes the camera through: the page's
+    meanings of 0 and f (livepuppet.live.keys.KEYS is the one table), and t's frames are not avatar frames."""
+    framer = FaceFramer(enabled=True, detector=lambda frame: [])
+    preview = ScriptedPreview("++0ft", frames=1)
+    cap = open_camera(0, opener=FakeCamera(interval=0.01))
+    stats = run_live(FakeAnimator(), cap, framer, [preview, SlowSink()], sources=sources(), console=quiet()[0])
+    assert stats.stop_reason == "quit"
+    assert framer.zoom == 1.0 and not framer.enabled
+    assert stats.passed > 0 and "camera frames passed through" in stats.summary()
+
+
+def test_one_key_table_for_the_desktop_and_the_page():
+    from livepuppet.live.keys import ACTIONS, KEYS, page_table
+    from livepuppet.live.loop import KEY_ACTIONS
+
+    assert set(ACTIONS.values()) == set(KEY_ACTIONS)  # every desktop key does something, and nothing is unbound
+    page = page_table()
+    assert page["actions"]["0"] == ACTIONS["0"] == "reset_view" and page["actions"]["f"] == ACTIONS["f"] == "face_tracking"
+    assert all(ACTIONS[key] == action for key, action in page["actions"].items())  # a page key means the same here
+    assert [label for label, _ in page["help"]] == [b.label for b in KEYS if b.page]
+    assert all(key_name(ord(k)) == k for k in ACTIONS if len(k) == 1)  # each letter key reaches the loop

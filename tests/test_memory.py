@@ -43,13 +43,12 @@ def _resident_kb(path) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on /proc/self/maps is Linux only")
 def test_opened_engine_keeps_no_model_file_resident(tmp_path_factory):
     """Each model is packed by XNNPACK when the engine opens, and its file's pages are dropped right after."""
-    from livepuppet.runtime.engines import open_engine
-    from livepuppet.modelfolder.manifest import MODEL_NAMES
+    from livepuppet.runtime.choose import open_engine
     from tests.test_convert import shared_small_models
 
     small = shared_small_models(tmp_path_factory)
     engine = open_engine(small.model("zip-fp32-dynamic"), "tflite", threads=1)
-    paths = [engine.manifest.path(m, "tflite") for m in MODEL_NAMES]
+    paths = [engine.folder.file(step.variant) for step in engine.plan.steps.values()]
     resident = {p.name: _resident_kb(p) for p in paths}
     print(f"\nresident kB of each model file after opening: {resident}")
     assert all(kb == 0 for kb in resident.values()), resident

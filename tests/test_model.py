@@ -216,20 +216,21 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+@pytest.mark.parametrize("align_corners", [False, True], ids=["original", "trained"])
 @pytest.mark.parametrize("image_batch, grid_shape", [
     (2, (2, 5, 11)), (1, (3, 5, 11)), (1, (2, 4, 5, 6))], ids=["batch-matched", "broadcast", "broadcast-extra-axis"])
-def test_grid_sample(image_batch, grid_shape):
+def test_grid_sample(image_batch, grid_shape, align_corners):
     rng = np.random.default_rng(0)
     image = rng.uniform(size=(image_batch, 7, 9, 3)).astype(np.float32)
     grid = rng.uniform(-1.8, 1.8, (*grid_shape, 2)).astype(np.float32)
     flat = grid.reshape(-1, 2)  # some exact hits: pixel centres, the image border, just outside
     flat[:9, 0], flat[9:18, 0] = (2 * np.arange(9) + 1) / 9 - 1, (2 * np.arange(9) + 1) / 9 - 1 + 2 / 9
     flat[18:22] = [[-1, -1], [1, 1], [1 + 1 / 9, 0], [-1 - 1 / 9, 1 + 1 / 7]]
-    got = ops.grid_sample(tf.constant(image), tf.constant(grid)).numpy()
+    got = ops.grid_sample(tf.constant(image), tf.constant(grid), align_corners).numpy()
     g = grid_shape[0]
     torch_grid = torch.from_numpy(grid.reshape(g, grid_shape[1], -1, 2))
-    want = F.grid_sample(_nchw(image).expand(g, -1, -1, -1), torch_grid, align_corners=False)
-    check(f"grid_sample {image_batch} image(s) at grid {grid_shape}", got,
+    want = F.grid_sample(_nchw(image).expand(g, -1, -1, -1), torch_grid, align_corners=align_corners)
+    check(f"grid_sample {image_batch} image(s) at grid {grid_shape} align_corners={align_corners}", got,
           want.permute(0, 2, 3, 1).numpy().reshape(got.shape), 1e-6)
 
 

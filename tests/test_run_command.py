@@ -28,7 +28,8 @@ from tests.reference.factory import random_video
 
 SIZE = 64
 STARTUP = re.compile(r"^first avatar frame ([\d.]+) s after start; peak memory (\d+) MB$", re.M)
-SUMMARY = re.compile(r"^(\d+) frames at ([\d.]+) fps \(([a-z ]+)\); median ms: (.+)$", re.M)
+SUMMARY = re.compile(r"^(\d+) avatar frames at ([\d.]+) fps, latency (\d+) ms \(camera grab to avatar out\) "
+                     r"\(([a-z ]+)\); median ms: (.+)$", re.M)
 HAS_VIDEO_DEVICES = sys.platform.startswith("linux") and bool(list(Path("/dev").glob("video*")))
 
 
@@ -79,12 +80,14 @@ def _env(home: Path, display: str | None = None) -> dict[str, str]:
     return env
 
 
-def _args(assets: dict[str, Path], *extra: str, camera: str = "clip", model: bool = True) -> list[str]:
+def _args(assets: dict[str, Path], *extra: str, camera: str = "clip", model: bool = True,
+          paced: bool = False) -> list[str]:
+    """The run command; a clip camera animates every frame (counts exact on any machine) unless ``paced``."""
     args = [sys.executable, "-m", "livepuppet.cli", "run", "--source", str(assets["portrait"])]
     if model:
         args += ["--model", str(assets["model"])]
     if camera:
-        args += ["--camera", str(assets[camera])]
+        args += ["--camera", str(assets[camera])] + ([] if paced else ["--every-frame"])
     return args + list(extra)
 
 
@@ -116,9 +119,9 @@ def _summary(stderr: str) -> tuple[int, str, str]:
     """(frames, stop reason, stage medians) of the summary line, which must be one line."""
     m = SUMMARY.search(stderr)
     assert m, f"no summary line in:\n{stderr}"
-    stages = m.group(4)
+    stages = m.group(5)
     assert {"capture", "crop", "inference", "output"} <= {s.split()[0] for s in stages.split(", ")}, stages
-    return int(m.group(1)), m.group(3), stages
+    return int(m.group(1)), m.group(4), stages
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -185,6 +188,19 @@ def test_savedmodel_engine_and_batches(assets, tmp_path):
     # the same driving frames give the same avatar, whatever the batching or the engine
     assert max(float(np.abs(a - b).mean()) for a, b in zip(ref, b3)) < 0.002
     assert max(float(np.abs(a - b).mean()) for a, b in zip(ref, sm)) < 0.005
+
+
+def test_a_video_file_plays_at_its_own_pace(assets, tmp_path):
+    """Without --every-frame a file is a camera: 24 frames at 25 fps take about a second, whatever the model's
+    speed, and the fps and latency are a webcam's (the same numbers the overlay shows)."""
+    r = _run(_args(assets, "--no-preview", "--smoothing", "0", paced=True), tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = SUMMARY.search(r.stderr)
+    assert m, r.stderr
+    frames, fps, latency = int(m.group(1)), float(m.group(2)), int(m.group(3))
+    skipped = re.search(r"(\d+) camera frames skipped", r.stderr)
+    assert frames + (int(skipped.group(1)) if skipped else 0) == 24 and m.group(4) == "end of input"
+    assert 0 < fps <= 27 and 0 < latency < 1000, m.group(0)  # the file's pace at most, not the model's
 
 
 @pytest.mark.parametrize("tracking", ["on", "off"])

@@ -26,7 +26,9 @@ import numpy as np
 import pytest
 
 from livepuppet.cli import main
-from livepuppet.runtime.engines import open_engine
+from livepuppet.runtime.choose import open_engine
+from livepuppet.live.keys import page_table
+
 from livepuppet.media import to_uint8
 from livepuppet.runtime.pipeline import Pipeline
 from livepuppet.web.site import STATIC, make_server
@@ -146,6 +148,7 @@ def test_server_serves_the_page_the_runtime_and_the_model_only(small: SmallModel
             assert plain.headers.get("Content-Encoding") is None and len(plain.read()) == facts["bytes"]
         web = json.loads(_get(base + "model/web.json").read())
         assert web["frame_size"] == [64, 64] and web["num_kp"] == 5
+        assert json.loads(_get(base + "keys.json").read()) == page_table()
         assert _get(base + "model/generator.tflite").read() == (model / "generator.tflite").read_bytes()
         for bad in ("model/manifest.json", "../pyproject.toml", "vendor/", "%2e%2e/web.py", "web.py"):
             with pytest.raises(urllib.error.HTTPError) as err:
@@ -196,14 +199,20 @@ def test_export_writes_a_static_folder_and_replaces_only_an_export(small: SmallM
     assert {p.name for p in (out / "model").iterdir()} == {
         "web.json", "kp_detector.tflite", "source_encoder.tflite", "kp_processing.tflite", "generator.tflite"}
     assert "Cross-Origin-Embedder-Policy: require-corp" in (out / "_headers").read_text()
+    assert json.loads((out / "keys.json").read_text()) == page_table()
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"\nstatic export of the SMALL model: {size / 1e6:.1f} MB")
     assert f"({size / 1e6:.1f} MB)" in capsys.readouterr().err
-    # Exported again: replaced whole (a file added meanwhile is gone), nothing left beside it.
-    (out / "added-since.txt").write_text("x")
+    # Exported again: replaced whole, nothing left beside it.
+    (out / "index.html").write_text("an older page")
     assert main(["web", "--model", str(model), "--export", str(out)]) == 0
-    assert not (out / "added-since.txt").exists() and (out / "index.html").is_file()
+    assert "an older page" not in (out / "index.html").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    # A file of the user's in it (a portrait for OBS) is never deleted: the export is refused and says why.
+    (out / "face.png").write_bytes(b"portrait")
+    assert main(["web", "--model", str(model), "--export", str(out)]) == 2
+    assert "holds face.png, which an export did not write" in capsys.readouterr().err
+    assert (out / "face.png").read_bytes() == b"portrait"
     # A folder that is not an export is never written into.
     other = tmp_path / "photos"
     other.mkdir()
@@ -245,7 +254,7 @@ def test_convert_web_fp16_served_by_a_plain_static_host(small: SmallModels, tmp_
     assert main(["convert", str(small.checkpoint("legacy")), "--out", str(model), "--precision", "fp16",
                  "--size", "64x64", "--web", str(out)]) == 0
     web = json.loads((out / "model" / "web.json").read_text())
-    assert web["precision"] == "fp16"
+    assert web["precision"] == "fp16" and web["numerics"] == "trained"  # convert's default: the page runs it too
     assert (out / "model" / "generator.tflite").read_bytes() == (model / "generator.tflite").read_bytes()
     quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda self, *a: None})
     with browser.serving(ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(out)))) as base:
@@ -333,6 +342,15 @@ def test_an_unknown_back_end_gets_a_visible_message(url: str, page) -> None:
     assert 'unknown back end "cuda"' in page.inner_text("#message") and page.is_visible("#message")
 
 
+def test_the_page_does_every_action_of_its_keys_and_nothing_else() -> None:
+    """The page's keys come from livepuppet.live.keys (keys.json); app.js implements exactly those actions and
+    names no key itself, so 0 and f cannot drift from the desktop's meaning again."""
+    app = (STATIC / "app.js").read_text()
+    block = app[app.index("const ACTIONS = {"):app.index("};", app.index("const ACTIONS = {"))]
+    assert set(re.findall(r"(\w+): \(app\) =>", block)) == set(page_table()["actions"].values())
+    assert "'f'" not in app and " 0:" not in app and "KEYS[" not in app
+
+
 @needs_browser
 def test_calibration_by_key(url: str, page) -> None:
     """After 'c' the next frame is the calibration frame, which drives the portrait to its own pose."""
@@ -343,7 +361,8 @@ def test_calibration_by_key(url: str, page) -> None:
     moved = hooked.drive(driving[-1])
     assert _levels(first, moved).mean() > 1
     assert page.evaluate("document.body.dataset.calibrations") == "1"
-    page.keyboard.press("c")
+    assert page.inner_text("#keys").startswith("keys: c recalibrate")  # the help of keys.json
+    page.keyboard.press("c")  # bound through keys.json
     assert page.inner_text("#calibrated") == "on the next frame"
     again = hooked.drive(driving[-1])
     assert page.evaluate("document.body.dataset.calibrations") == "2"

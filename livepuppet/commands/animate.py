@@ -39,7 +39,7 @@ from rich.text import Text
 
 from livepuppet.runtime.engines import Keypoints
 from livepuppet.errors import MediaError
-from livepuppet.media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image, refuse_input_as_output
+from livepuppet.media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image
 from livepuppet.runtime.pipeline import Pipeline, layout, pose_distance
 from livepuppet.live.portrait import frame_portrait
 
@@ -125,18 +125,19 @@ def animate(pipeline: Pipeline, frames: Iterable[np.ndarray],
 
 
 def run(args: argparse.Namespace) -> int:
-    from livepuppet.commands.default_model import resolve_model
-    from livepuppet.runtime.engines import open_from_args
-    from livepuppet.modelfolder.manifest import read_manifest
+    from livepuppet import outputs
+    from livepuppet.commands.default_model import model_folder, resolve_model
+    from livepuppet.modelfolder.read import read_folder
+    from livepuppet.runtime.choose import open_engine
 
     console = Console(stderr=True)
     # Cheap checks first, so a typo never waits for a model to load (or be converted).
-    refuse_input_as_output(args.output, args.driving, args.source)
+    outputs.check(args.output, [args.driving, args.source, model_folder(args.model)])
     source_image = read_image(args.source)
     driving = open_frames(args.driving)
     try:
         folder = resolve_model(args.model)
-        size = read_manifest(folder).frame_size
+        size = read_folder(folder).frame_size
         portrait, notice = frame_portrait(source_image, size, args.paste_back)
         source = portrait.crop
         if notice:
@@ -152,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with writer, _progress(console) as progress:
-            engine = open_from_args(folder, args)
+            engine = open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast,
+                                     device=args.device)
             pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                                 smoothing=args.smoothing, rate=driving.fps or 25.0)
             pipeline.set_source(source)

@@ -1,26 +1,14 @@
-"""The ``bench`` subcommand: what each stage of the model costs on this machine.
+"""``livepuppet bench``: what each stage of the model costs on this machine, for every engine that can run it.
 
-For a converted model folder (or, with no ``--model``, a vox-256 model with
-random weights built in a temporary folder, so anyone can run it) this times
-each stage the live loop runs:
-
-- keypoint detection: the driving frames' keypoints, every frame;
-- keypoint processing: relative motion and movement scale, every frame;
-- generation: dense motion, warp and decoder, every frame;
-- source encoding: the source image's keypoints and features, once per source;
-
-then a whole frame end to end (a :class:`~livepuppet.runtime.pipeline.Pipeline` call),
-and sets each against the architecture's convolution count
-(:func:`livepuppet.fomm.config.conv_gflop`) and against the convolution speed this
-machine sustains: one large 3x3 convolution on LiteRT/XNNPACK, timed here with
-the same threads. Its time for a frame's convolutions is the *floor*, what a
-frame would cost if every convolution ran as fast as that one.
-
-Results print as a table and, with ``--json FILE``, are written as JSON. The
-machine (CPU, cores, load average, OS, Python, TensorFlow and LiteRT versions)
-goes with them: timings from a busy machine are worth little, so the load
-average is part of the record. With a model folder and the tflite engine
-nothing here imports TensorFlow.
+The model is ``--model``, else the default model when it has been converted,
+else a vox-256 model with random weights built in a temporary folder (so
+anyone can run it). Each engine and precision :mod:`livepuppet.runtime.plan`
+offers here (or the one ``--engine`` names) animates the bundled face
+(:mod:`livepuppet.runtime.timing`): its stages are timed, its frames compared
+with float32's in 8-bit levels, and its frame set against the *floor*, the
+time the frame's convolutions need at this machine's measured peak
+(:mod:`livepuppet.runtime.peak`) at the precision it computes at. A fraction
+of the floor is only stated when no other process competed for the CPU.
 """
 
 from __future__ import annotations
@@ -30,70 +18,49 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from livepuppet import __version__
+from livepuppet import __version__, outputs
 from livepuppet.fomm import config as cfgmod
 from livepuppet.fomm.config import ModelConfig
-from livepuppet.runtime.engines import Engine, open_engine
 from livepuppet.errors import LivepuppetError
-from livepuppet.modelfolder.manifest import read_manifest
-from livepuppet.runtime.pipeline import Pipeline
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import ModelFolder
+from livepuppet.runtime import cpu as cpumod
+from livepuppet.runtime import peak, timing
+from livepuppet.runtime.engines import open_plan
+from livepuppet.runtime.plan import Machine, Plan, Request, candidates, plan
 
-__all__ = [
-    "run", "measure", "stage_calls", "measure_peak", "machine_info", "random_state", "build_random_model",
-    "synthetic_frames", "render", "STAGES",
-]
-
-# stage -> (label, how often it runs)
-STAGES: dict[str, tuple[str, str]] = {
-    "keypoint_detection": ("keypoint detection", "per frame"),
-    "keypoint_processing": ("keypoint processing", "per frame"),
-    "generation": ("generation", "per frame"),
-    "source_encoding": ("source encoding", "per source"),
+# bench's stage -> (label, how often it runs, the timing stage)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "keypoint_detection": ("keypoint detection", "per frame", "keypoints"),
+    "keypoint_processing": ("keypoint processing", "per frame", "process"),
+    "generation": ("generation", "per frame", "generate"),
+    "source_encoding": ("source encoding", "per source", "source"),
 }
-PEAK_SHAPE = (64, 64, 256, 256)  # (h, w, in, out) of the 3x3 convolution that measures peak speed
+QUIET_SHARE = 0.10  # others' share of the CPU above which timings are not set against the floor
+BENCH_FRAMES = 6
 
-
-# --------------------------------------------------------------------------- the machine
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load, OS and library versions, read without importing TensorFlow."""
-    from livepuppet.runtime import cpu as cpumod
-
     cpu = cpumod.current()
-    info = {
-        "cpu": cpu.name,
-        "cores": os.cpu_count() or 1,
-        "usable_cores": cpumod.usable_cores(),
-        "simd": cpu.simd,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": _version("tensorflow"),
-        "litert": _version("ai-edge-litert"),
-        "openvino": _version("openvino"),
-        "numpy": np.__version__,
-        "livepuppet": __version__,
-    }
-    info["load_average"] = _load()
-    return info
-
-
-def _load() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages: how busy the machine is (compare with the cores)."""
     try:
-        return [round(v, 2) for v in os.getloadavg()]
+        load = [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):
-        return None
+        load = None
+    return {"cpu": cpu.name, "cores": os.cpu_count() or 1, "usable_cores": cpumod.usable_cores(),
+            "simd": cpu.simd, "os": platform.platform(), "python": platform.python_version(),
+            **{name: _version(package) for name, package in
+               (("tensorflow", "tensorflow"), ("litert", "ai-edge-litert"), ("openvino", "openvino"))},
+            "numpy": np.__version__, "livepuppet": __version__, "load_average": load}
 
 
 def _version(package: str) -> str | None:
@@ -103,425 +70,218 @@ def _version(package: str) -> str | None:
         return None
 
 
-# --------------------------------------------------------------------------- peak convolution speed
-
-def _peak_model(h: int, w: int, cin: int, cout: int, seed: int = 0) -> bytes:
-    """A one-op TFLite model, a 3x3 'same' CONV_2D, written with the flatbuffer schema (no TensorFlow)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as fb
-
-    rng = np.random.default_rng(seed)
-    weights = (rng.standard_normal((cout, 3, 3, cin)) * (2 / (9 * cin)) ** 0.5).astype(np.float32)  # OHWI
-    bias = np.zeros(cout, np.float32)
-
-    def buffer(array: np.ndarray | None = None):
-        b = fb.BufferT()
-        if array is not None:
-            b.data = np.frombuffer(array.tobytes(), np.uint8)
-        return b
-
-    def tensor(shape, index: int, name: str):
-        t = fb.TensorT()
-        t.shape, t.type, t.buffer, t.name = list(shape), fb.TensorType.FLOAT32, index, name
-        return t
-
-    options = fb.Conv2DOptionsT()
-    options.padding = fb.Padding.SAME
-    options.strideH = options.strideW = options.dilationHFactor = options.dilationWFactor = 1
-    op = fb.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
-    op.builtinOptionsType, op.builtinOptions = fb.BuiltinOptions.Conv2DOptions, options
-    graph = fb.SubGraphT()
-    graph.tensors = [tensor((1, h, w, cin), 0, "x"), tensor(weights.shape, 1, "w"), tensor(bias.shape, 2, "b"),
-                     tensor((1, h, w, cout), 0, "y")]
-    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
-    code = fb.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.CONV_2D
-    code.version = 1
-    model = fb.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers = [buffer(), buffer(weights), buffer(bias)]
-    model.description = "livepuppet bench: peak convolution"
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def measure_peak(threads: int | None = None, repeats: int = 7, shape: tuple[int, int, int, int] = PEAK_SHAPE
-                 ) -> dict[str, Any]:
-    """GFLOP/s of one large float32 3x3 convolution on LiteRT/XNNPACK: the best this machine does.
-
-    The best of ``repeats`` runs, not the median: the aim is what the hardware
-    sustains, and a busy machine only ever makes a run slower. :func:`measure`
-    takes it before and after the stage timings and keeps the better one.
-    """
-    from livepuppet.runtime.engines.tflite import _interpreter_module
-
-    h, w, cin, cout = shape
-    lite = _interpreter_module()
-    threads = threads or os.cpu_count() or 1
-    interp = lite.Interpreter(model_content=_peak_model(h, w, cin, cout), num_threads=threads)
-    interp.allocate_tensors()
-    index = interp.get_input_details()[0]["index"]
-    interp.set_tensor(index, np.random.default_rng(1).uniform(0, 1, (1, h, w, cin)).astype(np.float32))
-    interp.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - start)
-    gflop = 2 * 9 * cin * cout * h * w / 1e9
-    return {"gflops": gflop / min(times), "gflop": gflop, "best_ms": min(times) * 1e3,
-            "median_ms": statistics.median(times) * 1e3, "threads": threads,
-            "shape": f"1x{h}x{w}x{cin} -> {cout}, 3x3"}
-
-
-# --------------------------------------------------------------------------- a model with random weights
-
-def random_state(cfg: ModelConfig, seed: int = 0, outliers: tuple[str, ...] = (), outlier_scale: float = 64.0
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(generator, kp_detector) state dicts for ``cfg`` with random, numerically sane weights.
-
-    numpy only. Convolutions get He-style weights; batch norms positive
-    running variances; the jacobian head starts at the identity and the output
-    heads are damped, so keypoints, jacobians and sampling grids stay finite
-    and plausible, which is all that timing needs.
-
-    ``outliers`` names generator convolutions (``bottleneck.r0.conv1``,
-    ``up_blocks.1.conv``, ``final``) that get an input channel
-    ``outlier_scale`` times larger than the rest, and weights on that channel
-    as much smaller: harmless in float, but an input that int8, at one range
-    per tensor, quantises badly, as trained networks' outlier channels are
-    (tests of ``--fast``'s plan and of auto's choice).
-    """
-    rng = np.random.default_rng(seed)
-    states = []
-    for shapes in cfgmod.expected_shapes(cfg):
-        state: dict[str, np.ndarray] = {}
-        for name, shape in shapes.items():
-            leaf = name.rsplit(".", 1)[-1]
-            if name.endswith("down.weight"):  # the anti-alias Gaussian, a fixed buffer
-                k = shape[-1]
-                scale = next(1 / n for n in range(2, 33) if cfgmod.antialias_kernel_size(1 / n) == k)
-                value = np.broadcast_to(cfgmod.gaussian_kernel(scale), shape)
-            elif leaf == "weight" and len(shape) == 4:
-                fan_in = shape[1] * shape[2] * shape[3]
-                value = rng.standard_normal(shape) * (2 / fan_in) ** 0.5
-                if name.split(".")[0] in ("kp", "jacobian", "final") or ".mask." in name or ".occlusion." in name:
-                    value = value * (0.02 if name.startswith("jacobian") else 0.2)
-                elif name.endswith(".conv2.weight"):  # residual branches: keep the bottleneck O(1)
-                    value = value * 0.25
-            elif name == "jacobian.bias":
-                value = np.tile([1.0, 0.0, 0.0, 1.0], shape[0] // 4)
-            elif leaf == "running_var":
-                value = rng.uniform(0.5, 2.0, shape)
-            elif leaf == "running_mean":
-                value = rng.normal(0, 0.2, shape)
-            elif leaf == "weight":  # batch norm scale
-                value = rng.uniform(0.7, 1.3, shape)
-            else:  # biases
-                value = rng.normal(0, 0.05, shape)
-            state[name] = np.ascontiguousarray(value, dtype=np.float32)
-        states.append(state)
-    for conv in outliers:
-        _outlier_channel(states[0], conv, outlier_scale)
-    return states[0], states[1]
-
-
-def _outlier_channel(state: dict[str, np.ndarray], conv: str, scale: float) -> None:
-    """Channel 0 of ``conv``'s input made ``scale`` times the others' size and always on (the batch norm
-    before its ReLU shifted up), ``conv``'s weights on it ``scale`` times smaller."""
-    norm = _norm_before(state, conv)
-    if f"{conv}.weight" not in state or f"{norm}.weight" not in state:
-        raise KeyError(f"no generator convolution {conv!r} after a batch norm in this architecture")
-    state[f"{norm}.weight"][0] *= scale
-    state[f"{norm}.bias"][0] = scale
-    state[f"{conv}.weight"][:, 0] /= scale
-
-
-def _norm_before(state: dict[str, np.ndarray], conv: str) -> str:
-    """The batch norm whose ReLU'd output ``conv`` reads, by the generator's layout (blocks.py)."""
-    parts = conv.split(".")
-    if parts[0] == "bottleneck":  # norm1 -> conv1, norm2 -> conv2 inside a residual block
-        return f"{parts[0]}.{parts[1]}.norm{parts[-1][-1]}"
-    ups = sorted({int(n.split(".")[1]) for n in state if n.startswith("up_blocks.")})
-    if parts[0] == "up_blocks" and int(parts[1]) > 0:  # the previous up block ends conv, norm, ReLU
-        return f"up_blocks.{int(parts[1]) - 1}.norm"
-    return f"up_blocks.{ups[-1]}.norm" if conv == "final" and ups else ""
-
-
 def build_random_model(out: Path, cfg: ModelConfig | None = None, *, precision: str = "fp32",
                        batch: int | None = 1, seed: int = 0, console: Console | None = None,
-                       fast: bool = False) -> Path:
-    """Convert a model with random weights (:func:`random_state`) into the model folder ``out``.
+                       targets: tuple[str, ...] | None = None) -> Path:
+    """Convert a model with random weights (:func:`livepuppet.fomm.random_weights.random_state`) into ``out``.
 
-    ``cfg`` defaults to the vox-256 architecture. Needs TensorFlow (it converts). ``fast``: with
-    ``convert --fast``'s int8 models.
+    ``cfg`` defaults to the vox-256 architecture. Needs TensorFlow (it converts).
     """
-    from livepuppet.fomm.checkpoint import Checkpoint
     from livepuppet.conversion.export import build
+    from livepuppet.conversion.targets import DEFAULT_TARGETS
+    from livepuppet.fomm.checkpoint import Checkpoint
+    from livepuppet.fomm.random_weights import random_state
 
     cfg = cfg or cfgmod.preset("vox")
     cfg.validate_frame_shape()
     generator, kp_detector = random_state(cfg, seed)
     h, w = cfg.frame_shape
-    name = f"random-{w}x{h}-seed{seed}"
-    checkpoint = Checkpoint(generator, kp_detector, Path(name), sha256="random")
-    build(checkpoint, cfg, Path(out), precision=precision, batch=batch, console=console or Console(stderr=True),
-          fast=fast)
+    checkpoint = Checkpoint(generator, kp_detector, Path(f"random-{w}x{h}-seed{seed}"), sha256="random")
+    build(checkpoint, cfg, Path(out), targets=targets or DEFAULT_TARGETS, precision=precision, batch=batch,
+          console=console or Console(stderr=True))
     return Path(out)
 
 
-# --------------------------------------------------------------------------- frames
-
-def synthetic_frames(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """(n, H, W, 3) float32 in [0, 1]: smooth colour gradients and blobs, a little different each frame."""
-    h, w = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.meshgrid(np.linspace(0, 1, h, dtype=np.float32), np.linspace(0, 1, w, dtype=np.float32),
-                         indexing="ij")
-    gx, gy = rng.uniform(-0.3, 0.3, 3), rng.uniform(-0.3, 0.3, 3)
-    base = rng.uniform(0.2, 0.8, 3) + gx * xx[..., None] + gy * yy[..., None]
-    centres, radii, colours = rng.uniform(0.2, 0.8, (6, 2)), rng.uniform(0.05, 0.2, 6), rng.uniform(-0.5, 0.5, (6, 3))
-    frames = []
-    for i in range(n):
-        img = base.copy()
-        for (cy, cx), r, colour in zip(centres + 0.01 * i, radii, colours):
-            img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * colour
-        frames.append(img)
-    return np.clip(np.stack(frames), 0, 1).astype(np.float32)
+def _stages(measured: timing.Measured, gflop: dict[str, float], batch: int) -> dict[str, dict[str, Any]]:
+    work = {"keypoint_detection": gflop["kp_detector"] * batch, "keypoint_processing": 0.0,
+            "generation": (gflop["dense_motion"] + gflop["generator"]) * batch,
+            "source_encoding": gflop["source_encoder"] + gflop["kp_detector"]}
+    out = {}
+    for name, (label, when, stage) in STAGES.items():
+        ms = measured.timing.stages_ms[stage]
+        out[name] = {"label": label, "when": when, "ms": ms,
+                     "ms_per_frame": ms / batch if when == "per frame" else None,
+                     "gflop": work[name], "gflops": work[name] / ms * 1e3 if work[name] and ms else None}
+    return out
 
 
-# --------------------------------------------------------------------------- measuring
-
-def _interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Each call once untimed (warm-up), then ``repeats`` timed rounds, round-robin.
-
-    Round-robin, so that a machine getting busier or quieter meanwhile
-    affects every stage alike.
-    """
-    for fn in calls.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+def _row(measured: timing.Measured, gflop: float, peaks: dict[str, dict], quiet: bool,
+         folder: ModelFolder) -> dict[str, Any]:
+    """One engine's line: its speed, its error against float32, and its floor at its precision."""
+    p = peaks.get(measured.plan.precision)
+    floor_ms = gflop / p["gflops"] * 1e3 if p else None
+    if measured.plan.precision == "int8":
+        floor_ms = int8_floor_ms(folder, measured.plan, gflop, peaks)
+    per_frame = measured.timing.per_frame_ms
+    return {"engine": measured.label, "per_frame_ms": per_frame, "fps": 1e3 / per_frame,
+            "stages_ms": dict(measured.timing.stages_ms), "mean": measured.mean, "max": measured.max,
+            "within_budget": measured.within_budget, "floor_ms": floor_ms,
+            "floor_ratio": per_frame / floor_ms if floor_ms and quiet else None}
 
 
-def stage_calls(engine: Engine, source: np.ndarray, calibration: np.ndarray,
-                frames: np.ndarray) -> dict[str, Callable[[], Any]]:
-    """One call per stage (the keys of STAGES, plus ``end_to_end``), set up so that each repeats
-    exactly the work of animating ``frames`` after ``source`` was set and ``calibration`` taken."""
-    data = engine.encode_source(source)
-    initial = engine.detect_keypoints(calibration[None])
-    detected = engine.detect_keypoints(frames)
-    norm = engine.process_keypoints(data.keypoints, detected, initial, True, True)
-    pipeline = Pipeline(engine)
-    pipeline.set_source(source)
-    pipeline.calibrate(calibration)
-    return {
-        "keypoint_detection": lambda: engine.detect_keypoints(frames),
-        "keypoint_processing": lambda: engine.process_keypoints(data.keypoints, detected, initial, True, True),
-        "generation": lambda: engine.generate(norm, data),
-        "source_encoding": lambda: engine.encode_source(source),
-        "end_to_end": lambda: pipeline.animate(frames),
-    }
+def int8_gflop(folder: ModelFolder, chosen: Plan) -> float:
+    """The frame's int8 work: the convolutions of the plan's int8 files that run at int8 (``convert --fast``'s
+    plan keeps some in float), read from the files themselves."""
+    import openvino as ov
+
+    from livepuppet.conversion.int8_graph import groups
+
+    core = ov.Core()
+    return sum(group.gflop for step in chosen.steps.values() if step.variant.precision == "int8"
+               for group in groups(core.read_model(str(folder.file(step.variant)))))
 
 
-def measure(folder: str | Path, engine: str = "tflite", threads: int | None = None, batch: int = 1,
-            repeats: int = 5, peak: dict[str, Any] | None | bool = True,
-            engine_obj: Engine | None = None) -> dict[str, Any]:
-    """Time every stage of the model in ``folder``; returns the JSON-ready result.
+def int8_floor_ms(folder: ModelFolder, chosen: Plan, gflop: float, peaks: dict[str, dict]) -> float | None:
+    """An int8 plan's floor: its int8 work at the int8 peak, the rest of the frame at its float precision's."""
+    compute = chosen.steps["generator"].compute
+    if "int8" not in peaks or compute not in peaks:
+        return None
+    int8 = min(int8_gflop(folder, chosen), gflop)
+    return (int8 / peaks["int8"]["gflops"] + (gflop - int8) / peaks[compute]["gflops"]) * 1e3
 
-    ``peak``: True measures the peak convolution speed here, a dict reuses
-    one measured before, False/None leaves the floor out.
-    """
-    manifest = read_manifest(folder)
-    cfg = cfgmod.from_dict(manifest.config, str(folder))
-    gflop = cfgmod.conv_gflop(cfg)
-    threads = threads or os.cpu_count() or 1
-    load_before = _load()
-    if engine_obj is None:
-        if engine == "savedmodel":
-            _tf_threads(threads)
-        engine_obj = open_engine(folder, engine, threads)
-    size = engine_obj.frame_size
-    frames = synthetic_frames(batch + 1, size, seed=1)
-    source, driving = frames[0], frames[1:]
-    calls = stage_calls(engine_obj, source, driving[0], driving)
-    peak_before = measure_peak(threads) if peak is True else None
-    times = _interleaved(calls, repeats)
-    stage_gflop = {
-        "keypoint_detection": gflop["kp_detector"] * batch,
-        "keypoint_processing": 0.0,
-        "generation": (gflop["dense_motion"] + gflop["generator"]) * batch,
-        "source_encoding": gflop["source_encoder"] + gflop["kp_detector"],  # its features and its keypoints
-    }
-    stages = {}
-    for name, (label, when) in STAGES.items():
-        ms = statistics.median(times[name])
-        per_frame = when == "per frame"
-        stages[name] = {
-            "label": label, "when": when, "ms": ms, "ms_per_frame": ms / batch if per_frame else None,
-            "min_ms": min(times[name]), "gflop": stage_gflop[name],
-            "gflops": stage_gflop[name] / ms * 1e3 if stage_gflop[name] else None,
-            "runs_ms": times[name],
-        }
-    end_ms = statistics.median(times["end_to_end"])
-    per_frame_ms = end_ms / batch
-    result: dict[str, Any] = {
-        "livepuppet_version": __version__,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {**machine_info(), "load_average_before": load_before},
-        "model": {
-            "folder": str(folder), "checkpoint": manifest.data.get("checkpoint", {}).get("name"),
-            "random_weights": manifest.data.get("checkpoint", {}).get("sha256") == "random",
-            "frame_size": f"{size[1]}x{size[0]}", "precision": manifest.precision, "model_batch": manifest.batch,
-        },
-        "engine": engine_obj.label,
-        "threads": _tf_thread_count(threads) if engine_obj.name == "savedmodel" else threads,
-        "batch": batch,
-        "repeats": repeats,
-        "stages": stages,
-        "end_to_end": {"ms": end_ms, "min_ms": min(times["end_to_end"]), "runs_ms": times["end_to_end"]},
-        "per_frame_ms": per_frame_ms,
-        "stages_per_frame_ms": sum(s["ms_per_frame"] for s in stages.values() if s["ms_per_frame"] is not None),
-        "fps": 1e3 / per_frame_ms,
-        "gflop_per_frame": gflop["per_frame"],
-        "gflop_by_part": gflop,
-        "gflops": gflop["per_frame"] / per_frame_ms * 1e3,
-    }
-    if peak is True:  # the best the machine did around the timings
-        peak = max(peak_before, measure_peak(threads), key=lambda p: p["gflops"])
-    if peak:
-        floor_ms = gflop["per_frame"] / peak["gflops"] * 1e3
-        result.update(peak=peak, peak_gflops=peak["gflops"], floor_ms=floor_ms,
-                      floor_ratio=per_frame_ms / floor_ms, peak_fraction=result["gflops"] / peak["gflops"])
+
+def peak_precisions(plans: list[Plan]) -> set[str]:
+    """The peaks the plans' floors need: each plan's precision, and an int8 plan's float one."""
+    return {p.precision for p in plans} | {p.steps["generator"].compute for p in plans if p.precision == "int8"}
+
+
+def summarise(folder: ModelFolder, results: list[timing.Measured], peaks: dict[str, dict], quiet: bool,
+              batch: int, threads: int, reference_is_fp32: bool) -> dict[str, Any]:
+    """The JSON-ready result: every engine's row, and the chosen one (auto's pick, or the one asked for)."""
+    gflop = cfgmod.conv_gflop(folder.config)
+    chosen = timing.fastest_within_budget(results) if reference_is_fp32 else results[-1]
+    rows = [_row(r, gflop["per_frame"], peaks, quiet, folder) | {"auto": r is chosen} for r in results]
+    mine = rows[results.index(chosen)]
+    result = {"livepuppet_version": __version__, "machine": machine_info(), "engine": chosen.label,
+              "model": {"folder": str(folder.path), "checkpoint": folder.checkpoint_name,
+                        "random_weights": folder.random_weights,
+                        "frame_size": f"{folder.frame_size[1]}x{folder.frame_size[0]}", "model_batch": folder.batch},
+              "batch": batch, "threads": threads, "stages": _stages(chosen, gflop, batch), "per_frame_ms": mine["per_frame_ms"],
+              "latency_ms": chosen.timing.frame_ms, "fps": mine["fps"], "gflop_per_frame": gflop["per_frame"],
+              "quiet": quiet, "engines": rows, "mean": mine["mean"], "max": mine["max"]}
+    if mine["floor_ms"]:
+        result.update(peak=peaks[chosen.plan.precision], floor_ms=mine["floor_ms"])
+    result["peaks"] = peaks
+    if mine["floor_ratio"]:
+        result["floor_ratio"] = mine["floor_ratio"]
     return result
 
-
-def _tf_threads(threads: int) -> None:
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TensorFlow already initialised: keep its pools
-        pass
-
-
-def _tf_thread_count(requested: int) -> int:
-    import tensorflow as tf
-
-    return tf.config.threading.get_intra_op_parallelism_threads() or requested
-
-
-# --------------------------------------------------------------------------- output
 
 def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def render(result: dict[str, Any], console: Console) -> None:
-    model, machine = result["model"], result["machine"]
+    """Tables that fit in 80 columns: every engine, then the chosen one's stages; a few lines under them."""
+    if len(result["engines"]) > 1:
+        table = Table(title=f"engines here (auto: fastest within {timing.BUDGET['mean']} mean / "
+                            f"{timing.BUDGET['max']:g} max levels of fp32)", title_justify="left")
+        for col in ("engine", "ms/frame", "fps", "floor ms", "x floor", "levels", ""):
+            table.add_column(col, justify="left" if col in ("engine", "") else "right", no_wrap=col != "engine")
+        for row in result["engines"]:
+            note = "[bold]auto[/]" if row["auto"] else ("" if row["within_budget"] else "over")
+            table.add_row(row["engine"], _f(row["per_frame_ms"]), _f(row["fps"]), _f(row["floor_ms"], 0),
+                          _f(row["floor_ratio"], 2), f"{row['mean']:.2f}/{row['max']:.1f}", note)
+        console.print(table)
+    model = result["model"]
     weights = "random weights" if model["random_weights"] else model["checkpoint"] or "?"
-    title = (f"livepuppet bench: {model['frame_size']} ({weights}), {result['engine']}, "
-             f"batch {result['batch']}, {result['threads']} threads, median of {result['repeats']}")
-    table = Table(title=title)
-    for col, justify in (("stage", "left"), ("runs", "left"), ("ms/call", "right"), ("ms/frame", "right"),
-                         ("GFLOP", "right"), ("GFLOP/s", "right")):
-        table.add_column(col, justify=justify, no_wrap=True)
-    for s in result["stages"].values():
-        table.add_row(s["label"], s["when"], _f(s["ms"]), _f(s["ms_per_frame"]), _f(s["gflop"], 2),
-                      _f(s["gflops"]))
-    table.add_section()
-    table.add_row("[bold]end to end[/]", "per frame", _f(result["end_to_end"]["ms"]),
-                  f"[bold]{_f(result['per_frame_ms'])}[/]", _f(result["gflop_per_frame"], 2),
-                  f"[bold]{_f(result['gflops'])}[/]")
+    table = Table(title=f"{result['engine']}: {model['frame_size']}, {weights}, batch {result['batch']}",
+                  title_justify="left")
+    for col in ("stage", "runs", "ms/call", "ms/frame", "GFLOP", "GFLOP/s"):
+        table.add_column(col, justify="left" if col in ("stage", "runs") else "right", no_wrap=True)
+    for stage in result["stages"].values():
+        table.add_row(stage["label"], stage["when"], _f(stage["ms"]), _f(stage["ms_per_frame"]),
+                      _f(stage["gflop"], 2), _f(stage["gflops"], 0))
     console.print(table)
-    lines = [f"[bold]{result['fps']:.2f} frames per second[/] end to end "
-             f"({result['per_frame_ms']:.1f} ms a frame; the per-frame stages add up to "
-             f"{result['stages_per_frame_ms']:.1f} ms)"]
-    if "peak" in result:
-        p = result["peak"]
-        where = ("LiteRT/XNNPACK fp32" if p.get("engine", "tflite") == "tflite"
-                 else f"OpenVINO {p.get('precision', '')}".strip())
-        lines.append(f"peak convolution speed here: {p['gflops']:.1f} GFLOP/s ({where}, {p['shape']}, "
-                     f"{p['threads'] or 'all'} threads, best of its runs)")
-        lines.append(f"floor: {result['gflop_per_frame']:.1f} GFLOP / {p['gflops']:.1f} GFLOP/s = "
-                     f"{result['floor_ms']:.0f} ms a frame; this run is "
-                     f"[bold]{result['floor_ratio']:.2f}x[/] the floor "
-                     f"({100 * result['peak_fraction']:.0f}% of peak, counting the architecture's convolutions)")
-    load, before = machine.get("load_average"), machine.get("load_average_before")
-    loads = " ".join(f"{v:.2f}" for v in load) if load else "?"
-    if before:
-        loads = f"{' '.join(f'{v:.2f}' for v in before)} before, {loads} after"
-    lines.append(f"machine: {machine['cpu']}, {machine['usable_cores']} of {machine['cores']} cores"
-                 f"{', ' + machine['simd'] if machine.get('simd') else ''}; load average "
-                 f"{loads}; {machine['os']}; "
-                 f"Python {machine['python']}, TensorFlow {machine['tensorflow']}, LiteRT {machine['litert']}")
-    if load and load[0] > 0.5 * machine["usable_cores"]:
-        lines.append(f"[yellow]note: the machine was busy (load {load[0]:.1f} on {machine['usable_cores']} cores): "
-                     "these timings are pessimistic[/]")
-    for line in lines:
+    for line in _lines(result):
         console.print(line)
 
 
-# --------------------------------------------------------------------------- the command
+def _lines(result: dict[str, Any]) -> list[str]:
+    lines = [f"[bold]{result['fps']:.1f} avatar frames per second[/] ({result['per_frame_ms']:.1f} ms a frame; "
+             f"{result['latency_ms']:.1f} ms from a frame to its avatar, camera not counted)"]
+    if "peak" in result:
+        p = result["peak"]
+        work = ("its int8 convolutions at this CPU's int8 peak, the rest at its float peak" if p["precision"] == "int8"
+                else f"{result['gflop_per_frame']:.1f} GFLOP at this CPU's {p['precision']} peak of "
+                     f"{p['gflops']:.0f} GFLOP/s ({p['engine']})")
+        lines.append(f"floor: {work} = {result['floor_ms']:.0f} ms a frame")
+        lines.append(f"this run: [bold]{result['floor_ratio']:.2f}x the floor[/]" if "floor_ratio" in result else
+                     "[yellow]other programs used the CPU meanwhile: timings are pessimistic, "
+                     "and no fraction of the floor is stated[/]")
+    for key, p in sorted(result["peaks"].items()):
+        kernel = f", the convolution alone {p['kernel_gflops']:.0f}" if p.get("kernel_gflops") else ""
+        lines.append(f"peak {key}: {p['gflops']:.0f} GFLOP/s ({p['engine']}{kernel})")
+    row = next((r for r in result["engines"] if r["engine"].startswith("openvino int8")), None)
+    if row:  # the first int8 candidate is what --fast runs
+        ratio = f"{row['floor_ratio']:.2f}x" if row["floor_ratio"] else "not stated (busy CPU)"
+        lines.append(f"{row['engine']} (--fast): {row['mean']:.2f} mean / {row['max']:.1f} max levels from float32, "
+                     f"which is the original FOMM to 1e-4 (tests/reference); its floor (its int8 work at the int8 "
+                     f"peak, the rest at the float one) {_f(row['floor_ms'], 0)} ms, this run {ratio}")
+    m = result["machine"]
+    lines.append(f"machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores; load "
+                 f"{' '.join(f'{v:.1f}' for v in m['load_average'] or [])}; LiteRT {m['litert']}, "
+                 f"OpenVINO {m['openvino']}")
+    return lines
+
+
+def _model(args: argparse.Namespace, err: Console, tmp: list[Path]) -> Path:
+    """--model, else the converted default model, else a random-weights vox-256 in a temporary folder."""
+    if args.model is not None:
+        return args.model
+    from livepuppet.commands.default_model import converted_default_model
+
+    found = converted_default_model()
+    if found is not None:
+        err.print(f"no --model: timing the default model {found}")
+        return found
+    cfg = getattr(args, "random_config", None) or cfgmod.preset("vox")
+    h, w = cfg.frame_shape
+    err.print(f"no --model and no default model yet: building a {w}x{h} model of the vox architecture with "
+              "random weights in a temporary folder (about a minute)")
+    tmp.append(Path(tempfile.mkdtemp(prefix="livepuppet-bench-")))
+    return build_random_model(tmp[0] / "model", cfg, batch=args.batch, console=err)
+
+
+def _plans(folder: ModelFolder, args: argparse.Namespace) -> tuple[list[Plan], bool]:
+    """The plans to time, and whether the first is the float32 reference the others are compared with."""
+    machine = Machine.current()
+    request = Request(args.engine, args.exact, args.fast, args.device)
+    if args.engine == "auto" and not args.fast:
+        return candidates(folder, machine, request), True
+    chosen = plan(folder, machine, Request("openvino" if args.engine == "auto" else args.engine, args.exact,
+                                           args.fast, args.device))
+    if chosen.exact:
+        return [chosen], True
+    reference = plan(folder, machine, Request(chosen.engine, exact=True, device=args.device))
+    return [reference, chosen], False
+
 
 def run(args: argparse.Namespace) -> int:
     """``livepuppet bench``. A hidden ``args.random_config`` (a ModelConfig) picks the random model's
-    architecture when no ``--model`` is given (tests use a small one); the default is vox-256."""
-    console = Console()
-    err = Console(stderr=True)
-    engine = getattr(args, "engine", "auto") or "auto"
-    threads = getattr(args, "threads", None)
-    batch = getattr(args, "batch", 1) or 1
-    repeats = getattr(args, "repeats", 5) or 5
-    tmp = None
+    architecture when there is no model (tests use a small one); the default is vox-256."""
+    console, err = Console(), Console(stderr=True)
+    outputs.check(args.json, [args.model])  # before a minute of work, not after
+    tmp: list[Path] = []
     try:
-        folder = getattr(args, "model", None)
-        if folder is None:
-            cfg = getattr(args, "random_config", None) or cfgmod.preset("vox")
-            h, w = cfg.frame_shape
-            err.print(f"no --model: building a {w}x{h} model of the vox architecture with random weights "
-                      "in a temporary folder (about a minute)")
-            tmp = Path(tempfile.mkdtemp(prefix="livepuppet-bench-"))
-            folder = build_random_model(tmp / "model", cfg, batch=batch, console=err)
-        err.print(f"timing {folder} on {engine}...")
-        rows = None
-        if engine == "auto" and batch == 1:
-            from livepuppet.commands import bench_engines
-
-            rows, peaks = bench_engines.compare(folder, threads, repeats, exact=bool(getattr(args, "exact", False)),
-                                                device=getattr(args, "device", None) or "cpu")
-            best = next(r for r in rows if r.get("auto"))
-            engine_obj = open_engine(folder, best["candidate"].engine, threads, precision=best["candidate"].precision,
-                                     kp_precision=best["candidate"].kp_precision)
-            int8 = best["candidate"].precision == "int8"  # its floor mixes two peaks: in the table above
-            result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj,
-                             peak=False if int8 else best.get("peak") or True)
-            result["peaks"] = peaks
-            result["engines"] = [{**{k: v for k, v in r.items() if k not in ("candidate", "result")},
-                                  "engine": r["candidate"].label, "per_frame_ms": r["result"]["per_frame_ms"],
-                                  "stages_ms": {k: v["ms"] for k, v in r["result"]["stages"].items()}}
-                                 for r in rows]
-        else:
-            result = measure(folder, "tflite" if engine == "auto" else engine, threads, batch, repeats)
+        folder = read_folder(_model(args, err, tmp))
+        plans, reference_is_fp32 = _plans(folder, args)
+        err.print(f"timing {folder.path.name}: {', '.join(p.label for p in plans)}...")
+        with timing.Contention() as watch:
+            results = timing.measure_plans(folder, plans, args.threads, args.repeats, args.batch, BENCH_FRAMES)
+            peaks = peak.peaks(peak_precisions([r.plan for r in results]), args.threads)
+        quiet = watch.others_share is not None and watch.others_share < QUIET_SHARE
+        threads = args.threads or cpumod.usable_cores()
+        result = summarise(folder, results, peaks, quiet, args.batch, threads, reference_is_fp32)
+        result["others_cpu_share"] = watch.others_share
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if rows:
-        bench_engines.render(rows, console, peaks)
+        for path in tmp:
+            shutil.rmtree(path, ignore_errors=True)
     render(result, console)
-    json_path = getattr(args, "json", None)
-    if json_path is not None:
+    if args.json is not None:
         try:
-            Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+            outputs.write_atomically(Path(args.json), json.dumps(result, indent=2) + "\n")
         except OSError as exc:
-            raise LivepuppetError(f"cannot write {json_path}: {exc.strerror or exc}") from None
-        err.print(f"results written to {json_path}")
+            raise LivepuppetError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+        err.print(f"results written to {args.json}")
     return 0

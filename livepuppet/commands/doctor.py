@@ -323,7 +323,7 @@ def _gpu(report: Report, tf_installed: bool, tf_info: dict | None) -> None:
 def _openvino(report: Report) -> None:
     """OpenVINO's version and devices, and the precision this CPU gets (``--engine openvino`` / ``auto``)."""
     from livepuppet.runtime import cpu as cpumod
-    from livepuppet.runtime.engines.openvino import default_precision, devices
+    from livepuppet.runtime.engines.openvino import devices
 
     version = _dist_version("openvino")
     if version is None or not _has_module("openvino"):
@@ -332,12 +332,13 @@ def _openvino(report: Report) -> None:
     found = devices()
     unit = cpumod.current().matrix_unit
     report.add("OpenVINO", f"{version}; devices {', '.join(found) or 'none'}; CPU precision "
-                           f"{default_precision()}{f' ({unit})' if unit else ''}"
+                           f"{cpumod.current().fast_precision()}{f' ({unit})' if unit else ''}"
                            + ("; --device gpu available" if any(d.startswith("GPU") for d in found) else ""))
 
 
 def _models(report: Report) -> None:
-    from livepuppet.modelfolder.manifest import MANIFEST, read_manifest
+    from livepuppet.modelfolder.read import read_folder
+    from livepuppet.modelfolder.schema import MANIFEST
     from livepuppet.paths import HOME_ENV, PARTIAL_SUFFIX, checkpoint_dir, home_and_reason, models_dir
 
     default_name, default_file = None, None
@@ -360,10 +361,11 @@ def _models(report: Report) -> None:
             continue
         mark = " (default)" if sub.name == default_name else ""
         try:
-            m = read_manifest(sub)
+            m = read_folder(sub)
             h, w = m.frame_size
             batch = m.batch if m.batch is not None else "dynamic"
-            found.append((f"{sub.name}{mark}: {m.precision}, {w}x{h}, batch {batch}, {m.num_kp} keypoints", OK))
+            found.append((f"{sub.name}{mark}: {w}x{h}, batch {batch}, {m.num_kp} keypoints; "
+                          f"{', '.join(sorted(m.backends()))}; {m.total_bytes() / 1e6:.0f} MB", OK))
         except Exception as exc:  # noqa: BLE001 - a damaged folder is a finding
             found.append((f"{sub.name}{mark}: unusable ({exc})", BAD))
     if found:

@@ -105,7 +105,7 @@ def startup_and_memory(first_frame_at: float) -> str:
     parts = []
     age = process_age()
     if first_frame_at and age is not None:
-        parts.append(f"first avatar frame {age - (time.perf_counter() - first_frame_at):.1f} s after start")
+        parts.append(f"first avatar frame {age - (time.monotonic() - first_frame_at):.1f} s after start")
     peak = peak_memory_mb()
     if peak is not None:
         parts.append(f"peak memory {peak:.0f} MB")
@@ -116,15 +116,16 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
     source_paths = load_sources(args.source)
-    from livepuppet.media import read_image, refuse_input_as_output
+    from livepuppet import outputs
+    from livepuppet.commands.default_model import model_folder
+    from livepuppet.media import read_image
     from livepuppet.live.portrait import cap_size
 
-    if args.record:
-        refuse_input_as_output(args.record, args.camera, *source_paths)
+    outputs.check(args.record, [args.camera, *args.source, *source_paths, model_folder(args.model)])
 
     images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
     from livepuppet.commands.default_model import resolve_model
-    from livepuppet.runtime.engines import open_from_args
+    from livepuppet.runtime.choose import open_engine
     from livepuppet.runtime.pipeline import Pipeline
     from livepuppet.live.capture import open_camera
     from livepuppet.live.framing import FaceFramer
@@ -144,9 +145,9 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(vcam)
             console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
         model = resolve_model(args.model, download_ok=True, yes=args.yes)
-        engine = open_from_args(model, args)
+        engine = open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
         sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
-        capture = open_camera(args.camera, args.camera_size)
+        capture = open_camera(args.camera, args.camera_size, paced=not getattr(args, "every_frame", False))
         stack.callback(capture.release)
         pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                             smoothing=args.smoothing, rate=getattr(capture, "fps", None) or DEFAULT_RECORD_FPS)
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             record = RecordingSink(args.record, fps, realtime=capture.live)  # live: plays at real speed
             stack.callback(record.close)
             sinks.append(record)
+            for notice in record.notices:
+                console.print(f"note: {notice}", markup=False, highlight=False)
         if not sinks:
             console.print("note: no preview, virtual camera or recording: frames are computed and dropped")
         console.print(f"model {model} on {engine.label}; ready in {time.perf_counter() - started:.1f} s")
@@ -164,5 +167,9 @@ def run(args: argparse.Namespace) -> int:
     if line := startup_and_memory(stats.first_frame_at):
         console.print(line)
     if args.record:
-        console.print(f"recording: {args.record}")
+        if not record.saved:
+            console.print(f"recording: nothing was recorded; {args.record} was left as it was")
+        else:
+            counted = "" if record.frames_saved is None else f"{record.frames_saved} frames on disk in "
+            console.print(f"recording: {counted}{args.record}")
     return 0

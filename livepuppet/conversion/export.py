@@ -1,259 +1,84 @@
-"""Checkpoint -> model folder: four SavedModels, four TFLite models, a manifest, all self-verified.
+"""Checkpoint -> model folder: the targets asked for, each verified, then the manifest; all or nothing.
 
-The folder is built beside its destination and renamed into place only once
-every model has been run and compared with the TensorFlow graph, so a failed
-or interrupted convert never leaves a half-made or half-replaced model.
+A *target* is what one back end needs (:mod:`livepuppet.conversion.targets`).
+By default ``convert`` writes the two the CPU engines run, ``tflite`` and
+``openvino``; ``savedmodel`` (TensorFlow on a GPU) and ``int8`` (``--fast``)
+are written on request. The folder is built beside its destination and renamed
+into place only once every variant has been run and compared with what it must
+reproduce, so a failed or interrupted convert never leaves a half-made or
+half-replaced model. What is written does not depend on the converting machine.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from importlib import import_module, metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-import numpy as np
-import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from livepuppet import __version__
+from livepuppet.outputs import partial_folder, replace_folder
+from livepuppet.conversion.graphs import Graphs
+from livepuppet.conversion.job import Check, Job
+from livepuppet.conversion.targets import DEFAULT_TARGETS, TARGETS, resolve_targets
+from livepuppet.errors import LivepuppetError
 from livepuppet.fomm.checkpoint import Checkpoint
 from livepuppet.fomm.config import ModelConfig
-from livepuppet.errors import LivepuppetError
-from livepuppet.runtime import cpu as cpumod
-from livepuppet.conversion import openvino_ir as openvino_export
-from livepuppet.modelfolder.manifest import FORMAT, MANIFEST, MODEL_NAMES
-from livepuppet.fomm.modules import FOMM, GRAPHS, XNNPACK
-from livepuppet.paths import partial_name, stale_partials
+from livepuppet.fomm.numerics import DEFAULT as DEFAULT_NUMERICS
+from livepuppet.modelfolder.read import read_folder
+from livepuppet.modelfolder.schema import MANIFEST, ModelFolder, to_json
 
-PRECISIONS = ("fp32", "fp16", "int8")
-FP32_TOLERANCE = 1e-4
-# Max abs error a reduced-precision .tflite may have against the float32 graph on the sample inputs:
-# loose (SMALL 64x64, random weights, measured at most 3.6e-3 for fp16 and 5.8e-2 for int8 over the
-# four models: about 28x and 17x below), there to catch a broken model (NaN, garbage), not to grade it.
-REDUCED_TOLERANCE = {"fp16": 0.1, "int8": 1.0}
-# Models a precision leaves at float32. int8 keypoints are the soft-argmax of quantised
-# heatmaps at temperature 0.1: they move by pixels and cost int8 most of its error (vox-256,
-# random weights: 6.6 levels per pixel with int8 keypoints, 1.8 without), while the keypoint
-# detector is under a tenth of the per-frame work.
-FLOAT32_MODELS = {"int8": ("kp_detector",)}
-# OpenVINO models also stored with bf16 weights where the CPU computes bf16: the generator holds
-# nearly all the weights (vox-256: 272 of 330 MB at float32); the keypoint detector runs at fp32 by default.
-BF16_WEIGHTS = ("generator",)
-BF16_WEIGHTS_TOLERANCE = 1e-6  # measured 0 (bit-identical) on vox-256 and SMALL, Zen 4 AVX512-BF16
-GROUPS_SHOWN = 8  # the most sensitive convolution groups in the --fast table
-INT8_GRAPH = "int8"  # the graph --fast quantises (fomm/modules/rewrites.py)
-
-
-def openvino_graph(cpu: cpumod.CPU) -> str:
-    """The graph OpenVINO (oneDNN) runs fastest on ``cpu``, by the generator's bf16 time.
-
-    With AMX, oneDNN's direct convolutions beat the rewritten forms (vox-256
-    generator 40 ms plain against 78 ms with XNNPACK's rewrites, Xeon with
-    AMX-BF16, issue 11). With AVX512-BF16 or AVX2 alone the rewrites pay on
-    oneDNN too (Zen 4: 149 ms rewritten against 221 ms plain; see
-    benchmarks/README.md).
-    """
-    return "plain" if cpu.amx else "xnnpack"
-
-
-def model_precision(model: str, precision: str) -> str:
-    """The precision ``model`` is stored at in a folder converted at ``precision``."""
-    return "fp32" if model in FLOAT32_MODELS.get(precision, ()) else precision
-
-
+PRECISIONS = ("fp32", "fp16", "int8")  # of the .tflite files (convert --precision)
 class VerificationError(LivepuppetError):
-    """A built model does not reproduce the TensorFlow graph."""
+    """A built variant does not reproduce what it was made from."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One exported graph: its input signature and the function computing its named outputs."""
+def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, targets: Iterable[str] = DEFAULT_TARGETS,
+          precision: str = "fp32", batch: int | None = 1, numerics: str = DEFAULT_NUMERICS,
+          console: Console | None = None, on_model_built: Callable[[str], None] | None = None) -> ModelFolder:
+    """Convert a checkpoint into the model folder ``out``; returns the folder as written.
 
-    name: str
-    inputs: list[tf.TensorSpec]
-    fn: Callable[..., dict[str, tf.Tensor]]
-    module: tf.Module  # the part of the model whose weights this graph needs
-
-
-def model_specs(fomm: FOMM, batch: int | None) -> list[ModelSpec]:
-    cfg = fomm.cfg
-    h, w = cfg.frame_shape
-    k = cfg.num_kp
-    feat_shape, small_shape = (s.shape for s in fomm.encode_source(tf.zeros([1, h, w, 3])))
-    spec = tf.TensorSpec
-
-    def kp_specs(prefix: str, b: int | None) -> list[tf.TensorSpec]:
-        return [spec([b, k, 2], tf.float32, f"{prefix}_value"), spec([b, k, 2, 2], tf.float32, f"{prefix}_jacobian")]
-
-    def detect(image):
-        value, jac = fomm.detect_keypoints(image)
-        return {"value": value, "jacobian": jac}
-
-    def encode(source):
-        features, small = fomm.encode_source(source)
-        return {"features": features, "source_small": small}
-
-    def process(source_value, source_jacobian, initial_value, initial_jacobian, driving_value, driving_jacobian,
-                relative, adapt_scale):
-        value, jac = fomm.process_keypoints((source_value, source_jacobian), (driving_value, driving_jacobian),
-                                            (initial_value, initial_jacobian), relative, adapt_scale)
-        return {"value": value, "jacobian": jac}
-
-    def generate(driving_value, driving_jacobian, source_value, source_jacobian, features, source_small):
-        pred = fomm.generate((driving_value, driving_jacobian), (source_value, source_jacobian), features, source_small)
-        return {"prediction": pred}
-
-    return [
-        ModelSpec("kp_detector", [spec([batch, h, w, 3], tf.float32, "image")], detect, fomm.kp_detector),
-        ModelSpec("source_encoder", [spec([1, h, w, 3], tf.float32, "source")], encode, fomm.source_encoder),
-        ModelSpec("kp_processing", kp_specs("source", 1) + kp_specs("initial", 1) + kp_specs("driving", batch)
-                  + [spec([], tf.float32, "relative"), spec([], tf.float32, "adapt_scale")], process, tf.Module()),
-        ModelSpec("generator", kp_specs("driving", batch) + kp_specs("source", 1)
-                  + [spec(feat_shape, tf.float32, "features"), spec(small_shape, tf.float32, "source_small")],
-                  generate, fomm.generator),
-    ]
-
-
-def _export_module(model: ModelSpec) -> tf.Module:
-    holder = tf.Module()
-    holder.model = model.module
-    holder.serve = tf.function(model.fn, input_signature=model.inputs)
-    return holder
-
-
-def _to_tflite(saved_model: Path, precision: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on LiteRT alone
-    if precision == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
-        # Dynamic-range: int8 weights, activations quantised per inference. Full-integer
-        # quantisation would round the sampling grids and keypoints to 8 bits.
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
-
-
-def tflite_ops(path: Path) -> list[str]:
-    """The builtin ops a TFLite model uses, read from its interpreter (no delegate applied)."""
-    interp = make_interpreter(path, threads=1, delegates=False)
-    return sorted({op["op_name"] for op in interp._get_ops_details()})
-
-
-def make_interpreter(path: Path, threads: int | None = None, delegates: bool = True):
-    try:
-        from ai_edge_litert import interpreter as lite
-    except ImportError:  # pragma: no cover - LiteRT is a dependency; TensorFlow's copy as a fallback
-        lite = tf.lite
-    resolver = lite.OpResolverType.AUTO if delegates else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count(),
-                            experimental_op_resolver_type=resolver)
-
-
-def _describe(specs) -> list[dict]:
-    return [{"name": s.name, "shape": [d if d is not None else -1 for d in s.shape], "dtype": s.dtype.name}
-            for s in specs]
-
-
-def sample_inputs(fomm: FOMM, model: ModelSpec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Plausible random inputs: images in [0, 1], keypoints in [-0.7, 0.7], jacobians near the identity."""
-    rng = np.random.default_rng(seed)
-    h, w = fomm.cfg.frame_shape
-    out: dict[str, np.ndarray] = {}
-    for s in model.inputs:
-        shape = [batch if d is None else d for d in s.shape]
-        if s.name.endswith("value"):
-            out[s.name] = rng.uniform(-0.7, 0.7, shape).astype(np.float32)
-        elif s.name.endswith("jacobian"):
-            out[s.name] = (np.eye(2) + rng.normal(0, 0.1, shape)).astype(np.float32)
-        elif s.name in ("relative", "adapt_scale"):
-            out[s.name] = np.float32(1.0)
-        elif s.name in ("image", "source"):
-            out[s.name] = rng.uniform(0, 1, shape).astype(np.float32)
-    if model.name == "generator":
-        features, small = fomm.encode_source(tf.constant(rng.uniform(0, 1, (1, h, w, 3)).astype(np.float32)))
-        out["features"], out["source_small"] = features.numpy(), small.numpy()
-    return out
-
-
-def run_tflite(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    runner = make_interpreter(path).get_signature_runner("serving_default")
-    return runner(**inputs)
-
-
-def _max_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
-
-
-def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str = "fp32",
-          batch: int | None = 1, console: Console | None = None,
-          on_model_built: Callable[[str], None] | None = None, fast: bool = False) -> dict:
-    """Convert a checkpoint into the model folder ``out``; returns the manifest written.
-
-    ``on_model_built`` is called after each model is written (progress hooks, tests).
+    ``on_model_built`` is called after each network's first file (progress hooks, tests).
     """
     console = console or Console(stderr=True)
     out = Path(out)
+    order = resolve_targets(targets)
     check_destination(out)
-    if fast:
+    if "int8" in order:  # before minutes of other targets: a CPU without int8 dot products gets no int8
         from livepuppet.conversion.quantize import check_cpu
 
         check_cpu()
     start = time.perf_counter()
-    fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=XNNPACK)  # the TFLite graph
-    specs = model_specs(fomm, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_folder(out)
+    tmp = partial_folder(out)
     try:
-        models, errors = {}, []
-        with Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.fields[step]:<12}"),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
-            for model in specs:
-                task = progress.add_task(model.name, total=4, step="tracing")
-                models[model.name], err = _build_one(fomm, model, tmp, precision, batch, progress, task)
-                errors.append((model.name, *err))
-                if on_model_built:
-                    on_model_built(model.name)
-            openvino = _build_openvino(checkpoint, cfg, fomm, tmp, models, precision, batch, progress, fast)
-        _print_errors(console, errors, precision, openvino)
-        _check_errors(errors, precision, openvino)
-        manifest = {
-            "format": FORMAT, "livepuppet_version": __version__, "config": cfg.to_dict(),
-            "checkpoint": {"name": checkpoint.path.name, "sha256": checkpoint.sha256},
-            "precision": precision, "batch": batch, "models": models,
-            "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {})},
-            "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if fast:
-            manifest["fast"] = _build_fast(tmp, manifest, openvino, console)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _replace(tmp, out)
+        graphs = Graphs(checkpoint, cfg, batch, numerics)
+        with Progress(TextColumn("{task.description:<44}"), BarColumn(bar_width=20),
+                      TextColumn("{task.fields[step]:<12}"), TimeElapsedColumn(), console=console) as progress:
+            job = Job(graphs, tmp, precision, progress, console, on_model_built)
+            for target in order:
+                import_module(TARGETS[target]).build(job)
+        shutil.rmtree(job.scratch_dir, ignore_errors=True)
+        print_checks(console, job.checks)
+        enforce(job.checks)
+        folder = ModelFolder(out, cfg, batch, dict(job.signatures), tuple(job.variants),
+                             checkpoint_name=checkpoint.path.name, checkpoint_sha256=checkpoint.sha256,
+                             numerics=numerics, livepuppet_version=__version__,
+                             tensorflow_version=metadata.version("tensorflow"),
+                             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        (tmp / MANIFEST).write_text(to_json(folder))
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    console.print(f"[green]model written to {out}[/] in {time.perf_counter() - start:.1f} s")
-    return manifest
-
-
-def _partial_folder(out: Path) -> Path:
-    """A new empty folder beside ``out``; made with mkdir, not mkdtemp, so that the model folder
-    it becomes gets the user's ordinary permissions (umask), not mkdtemp's private 0700."""
-    for stale in stale_partials(out):  # a killed convert's leftovers (its process is gone)
-        shutil.rmtree(stale, ignore_errors=True)
-    while True:
-        tmp = partial_name(out)
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
+    console.print(f"[green]model written to {out}[/] ({', '.join(order)}) in {time.perf_counter() - start:.1f} s")
+    return read_folder(out)
 
 
 def check_destination(out: Path) -> None:
@@ -270,218 +95,24 @@ def check_destination(out: Path) -> None:
         raise LivepuppetError(f"cannot write to {probe}; choose a writable --out")
 
 
-def _build_one(fomm: FOMM, model: ModelSpec, tmp: Path, precision: str, batch: int | None,
-               progress: Progress, task) -> tuple[dict, tuple[float, float]]:
-    module = _export_module(model)
-    concrete = module.serve.get_concrete_function()
-    saved = tmp / model.name
-    progress.update(task, advance=1, step="SavedModel")
-    tf.saved_model.save(module, str(saved), signatures={"serving_default": concrete})
-    progress.update(task, advance=1, step="TFLite")
-    tflite = tmp / f"{model.name}.tflite"
-    stored = model_precision(model.name, precision)
-    tflite.write_bytes(_to_tflite(saved, stored))
-    progress.update(task, advance=1, step="verifying")
-    inputs = sample_inputs(fomm, model, batch or 2)
-    expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-    loaded = tf.saved_model.load(str(saved)).signatures["serving_default"]
-    got_saved = {k: v.numpy() for k, v in loaded(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-    got_lite = run_tflite(tflite, inputs)
-    progress.update(task, advance=1, step="done")
-    entry = {
-        "savedmodel": model.name, "tflite": tflite.name,
-        "inputs": _describe(model.inputs),
-        "outputs": _describe([tf.TensorSpec(v.shape, v.dtype, k) for k, v in concrete.structured_outputs.items()]),
-        "tflite_ops": tflite_ops(tflite), "tflite_bytes": tflite.stat().st_size, "precision": stored,
-    }
-    return entry, (_max_error(expected, got_saved), _max_error(expected, got_lite))
-
-
-def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: Path, models: dict,
-                    precision: str, batch: int | None, progress: Progress, fast: bool = False) -> dict | None:
-    """OpenVINO IR of each model, from the float32 graph OpenVINO runs best here; None without OpenVINO.
-
-    Where that graph is the TFLite one and the ``.tflite`` file is float32, the
-    file is reused; otherwise a float32 ``.tflite`` of OpenVINO's graph is made
-    in passing. Each IR is verified at float32 against its TensorFlow graph, and
-    its entry joins the model's in the manifest. With ``fast``, the generator's
-    IR in the int8 graph, which ``--fast`` quantises, is ``int8_source``.
-    """
-    if not openvino_export.available():
-        return None
-    graph = openvino_graph(cpumod.current())
-    ov_fomm = fomm if GRAPHS[graph] == fomm.rewrites else FOMM(cfg, checkpoint.generator, checkpoint.kp_detector,
-                                                               rewrites=GRAPHS[graph])
-    errors, bf16 = {}, {}
-    for model in model_specs(ov_fomm, batch):
-        task = progress.add_task(f"{model.name} (OpenVINO)", total=2, step="IR")
-        reuse = ov_fomm is fomm and model_precision(model.name, precision) == "fp32"
-        xml = tmp / openvino_export.DIRNAME / f"{model.name}.xml"
-        concrete = write_openvino_ir(model, xml, tmp / models[model.name]["tflite"] if reuse else None)
-        progress.update(task, advance=1, step="verifying")
-        inputs = sample_inputs(ov_fomm, model, batch or 2)
-        expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-        errors[model.name] = _max_error(expected, openvino_export.run(xml, inputs))
-        models[model.name]["openvino"] = f"{openvino_export.DIRNAME}/{xml.name}"
-        progress.update(task, advance=1, step="done")
-        if model.name in BF16_WEIGHTS and cpumod.current().fast_precision() == "bf16":
-            bf16[model.name] = _build_bf16_weights(xml, inputs, models[model.name])
-    import openvino as ov
-
-    out = {"graph": graph, "errors": errors, "bf16_weights": bf16, "version": ov.__version__}
-    if fast:  # the float32 generator --fast quantises, in the int8 graph (a file for the time of it)
-        task = progress.add_task("generator (int8 graph)", total=1, step="IR")
-        int8 = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[INT8_GRAPH])
-        spec = next(m for m in model_specs(int8, batch) if m.name == "generator")
-        out["int8_source"] = tmp / f".{spec.name}.{INT8_GRAPH}.xml"
-        concrete = write_openvino_ir(spec, out["int8_source"])
-        inputs = sample_inputs(int8, spec, batch or 2)
-        expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-        out["int8_source_error"] = _max_error(expected, openvino_export.run(out["int8_source"], inputs))
-        progress.update(task, advance=1, step="done")
-    return out
-
-
-def write_openvino_ir(model: ModelSpec, xml: Path, tflite: Path | None = None):
-    """Write ``model``'s IR to ``xml``, from ``tflite`` or a float32 ``.tflite`` made in passing; its concrete function."""
-    module = _export_module(model)
-    concrete = module.serve.get_concrete_function()
-    source = tflite or xml.with_name(f".{model.name}.openvino.tflite")
-    if tflite is None:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        source.parent.mkdir(parents=True, exist_ok=True)
-        source.write_bytes(converter.convert())
-    try:
-        openvino_export.convert(source, xml)
-    finally:
-        if tflite is None:
-            source.unlink(missing_ok=True)
-    return concrete
-
-
-def _build_bf16_weights(xml: Path, inputs: dict[str, np.ndarray], entry: dict) -> float:
-    """A copy of ``xml`` with its weights stored at bf16, for the bf16 engine; its difference from ``xml`` at bf16.
-
-    Built where this CPU computes bf16 (where it would run), and checked there:
-    the two must agree to the bit (the plugin rounds the same weights the same way).
-    """
-    out = xml.with_name(f"{xml.stem}.bf16.xml")
-    openvino_export.save_with_bf16_weights(xml, out)
-    want, got = (openvino_export.run(path, inputs, precision="bf16") for path in (xml, out))
-    entry["openvino_bf16"] = f"{openvino_export.DIRNAME}/{out.name}"
-    return _max_error(want, got)
-
-
-def _build_fast(tmp: Path, manifest: dict, openvino: dict | None, console: Console) -> dict:
-    """``--fast``: the int8 generator (:mod:`.quantize`), its plan and its error against float32 said and recorded."""
-    if not openvino:
-        raise LivepuppetError("--fast needs OpenVINO and NNCF: pip install openvino nncf")
-    try:
-        from livepuppet.conversion.quantize import build_fast
-    except ImportError:
-        raise LivepuppetError("--fast needs NNCF: pip install nncf") from None
-    source = openvino["int8_source"]
-    try:
-        with Progress(TextColumn("{task.description:<26}"), BarColumn(), TextColumn("{task.fields[step]:<24}"),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
-            fast = build_fast(tmp, manifest, source, progress)
-    finally:
-        source.unlink(missing_ok=True)
-        source.with_suffix(".bin").unlink(missing_ok=True)
-    manifest["graphs"]["openvino_int8"] = INT8_GRAPH
-    _print_fast(console, fast)
-    return fast
-
-
-def _print_fast(console: Console, fast: dict) -> None:
-    """The plan: every convolution group's error alone at int8, which stayed in float, the whole frame's error."""
-    from livepuppet.runtime.engines.auto import BUDGET
-
-    plan = fast["plan"]
-    table = Table(title=f"--fast: int8 convolutions, levels from float32 on the bundled face "
-                        f"(budget {BUDGET['mean']} mean / {BUDGET['max']:g} max)")
-    for col in ("at int8", "GFLOP", "mean", "max", ""):
-        table.add_column(col, justify="left" if col in ("at int8", "") else "right")
-    table.add_row(f"none (generator at {plan['float_precision']})", "0", *_levels(plan["float_only"]), "")
-    table.add_row("every convolution", f"{plan['int8_gflop'] + plan['float_gflop']:.1f}", *_levels(plan["all_int8"]), "")
-    for group in plan["groups"][:GROUPS_SHOWN]:
-        kept = group["label"] in plan["kept"]
-        table.add_row(f"  only {group['label']}", f"{group['gflop']:.2f}", *_levels((group["mean"], group["max"])),
-                      f"kept at {plan['float_precision']}" if kept else "")
-    table.add_section()
-    table.add_row("[bold]the generator as planned[/]", f"{plan['int8_gflop']:.1f}", *_levels((plan["mean"], plan["max"])),
-                  "")
-    for kp, err in fast["kp_errors"].items():
-        table.add_row(f"[bold]whole frame, keypoints {kp}[/]", "", *_levels(err),
-                      "[bold]chosen[/]" if kp == fast["kp_precision"] else "")
+def print_checks(console: Console, checks: list[Check]) -> None:
+    table = Table(title="self-verification: each variant against what it must reproduce")
+    for column, justify in (("variant", "left"), ("against", "left"), ("error", "right"), ("limit", "right")):
+        table.add_column(column, justify=justify)
+    for check in checks:
+        mark = "" if check.passed else " [red]over[/]"
+        table.add_row(check.label, check.against, f"{check.error:.2e} {check.unit}{mark}", f"{check.limit:g}")
     console.print(table)
-    verdict = "within" if fast["within_budget"] else "[yellow]over[/]"
-    console.print(f"int8 generator: {plan['reason']}; {fast['mean_levels']:.2f} mean / {fast['max_levels']:.1f} max "
-                  f"levels from float32, {verdict} the budget ({fast['seconds']:.0f} s)")
 
 
-def _levels(err) -> tuple[str, str]:
-    return f"{err[0]:.2f}", f"{err[1]:.1f}"
+def enforce(checks: list[Check]) -> None:
+    for check in checks:
+        if not check.passed:
+            hint = ("convert with --precision fp32" if "fp16" in check.label or "int8" in check.label
+                    else "please report this with your TensorFlow and OpenVINO versions")
+            raise VerificationError(f"the converted {check.label} differs from the {check.against} by "
+                                    f"{check.error:.2e} (limit {check.limit:g}); nothing was written. {hint}")
 
 
-def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str,
-                  openvino: dict | None) -> None:
-    table = Table(title="self-verification: max abs error against the TensorFlow graph")
-    table.add_column("model")
-    table.add_column("SavedModel (fp32)", justify="right")
-    table.add_column("TFLite", justify="right")
-    if openvino:
-        table.add_column(f"OpenVINO fp32 ({openvino['graph']} graph)", justify="right")
-    for name, saved, lite in errors:
-        row = [name, f"{saved:.2e}", f"{lite:.2e} ({model_precision(name, precision)})"]
-        table.add_row(*row, *([f"{openvino['errors'][name]:.2e}"] if openvino else []))
-    console.print(table)
-    for name, err in (openvino or {}).get("bf16_weights", {}).items():
-        console.print(f"{name} with bf16 weights (OpenVINO bf16): {err:.2e} from the float32 IR at bf16")
-
-
-def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None = None) -> None:
-    if openvino and not openvino.get("int8_source_error", 0.0) <= FP32_TOLERANCE:
-        raise VerificationError(f"the generator's int8 graph differs from the TensorFlow graph by "
-                                f"{openvino['int8_source_error']:.2e} at float32 (limit {FP32_TOLERANCE:g}); nothing "
-                                "was written. Please report this with your TensorFlow and OpenVINO versions")
-    for name, err in (openvino or {}).get("bf16_weights", {}).items():
-        if not err <= BF16_WEIGHTS_TOLERANCE:
-            raise VerificationError(f"the {name} stored at bf16 computes {err:.2e} away from the float32 one at "
-                                    "bf16 (they should agree); nothing was written. Please report this with your "
-                                    "OpenVINO version")
-    for name, saved, lite in errors:
-        stored = model_precision(name, precision)
-        worst = max(saved, lite) if stored == "fp32" else saved
-        if openvino:
-            worst = max(worst, openvino["errors"][name])
-        if stored != "fp32" and not lite <= REDUCED_TOLERANCE[stored]:  # NaN fails too
-            raise VerificationError(
-                f"the {stored} {name} differs from the float32 graph by {lite:.2e} (limit {REDUCED_TOLERANCE[stored]:g}); "
-                "nothing was written. Convert with --precision fp32"
-            )
-        if not worst <= FP32_TOLERANCE:
-            raise VerificationError(
-                f"the converted {name} differs from the TensorFlow graph by {worst:.2e} (limit {FP32_TOLERANCE:g}); "
-                "nothing was written. Please report this with your TensorFlow version"
-            )
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an existing model is swapped out, never half-replaced."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-__all__ = ["build", "model_specs", "openvino_graph", "PRECISIONS", "MODEL_NAMES", "VerificationError", "tflite_ops", "sample_inputs"]
+__all__ = ["build", "check_destination", "resolve_targets", "TARGETS", "DEFAULT_TARGETS", "PRECISIONS",
+           "VerificationError"]

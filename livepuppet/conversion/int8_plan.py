@@ -4,11 +4,12 @@ Every convolution group (:mod:`.int8_graph`) is measured alone at int8, the
 rest of the generator at the engine's float precision: its error against
 float32 on the probe's head motion (the frames ``auto`` checks every candidate
 on) is that group's sensitivity, recorded with the plan. If the generator
-with every group at int8 is over the fidelity budget, the most sensitive groups are put back in float,
-one more at a time, until the whole is within it. Two limits keep int8 worth
-having and the search bounded: at most :data:`MAX_FLOAT_SHARE` of the work
-goes back to float, and if the float generator alone is over the budget (no
-mix can be within it) nothing is kept. The result says which, and why.
+with every group at int8 is over the fidelity budget, the most sensitive
+groups are put back in float, one more at a time, until the whole is within
+it. Two limits keep int8 worth having and the search bounded: at most
+:data:`MAX_FLOAT_SHARE` of the work goes back to float, and if the float
+generator alone is over the budget (no mix can be within it) nothing is
+kept. The result says which, and why.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any, Callable
 import numpy as np
 
 from livepuppet.conversion.int8_graph import ConvGroup, describe, groups, keep_in_float
-from livepuppet.runtime.engines.auto import BUDGET, levels, within_budget
+from livepuppet.runtime.timing import BUDGET, levels, within_budget
 
 MAX_FLOAT_SHARE = 0.5  # of the quantised convolutions' GFLOP: past this int8 buys too little over float
 NOISE = 0.05  # a group whose error alone is within 5% of the float generator's is not sensitive
 
 
 @dataclass
-class Measured:
+class GroupError:
     """One group's sensitivity: the generator's error with only this group at int8."""
 
     label: str
@@ -43,7 +44,7 @@ class Measured:
 
 
 @dataclass
-class Plan:
+class Int8Plan:
     """The mixed-precision plan recorded in the model folder (``fast.plan``)."""
 
     float_precision: str
@@ -56,7 +57,7 @@ class Plan:
     float_only: tuple[float, float] = (0.0, 0.0)  # the generator at float precision alone
     all_int8: tuple[float, float] = (0.0, 0.0)
     reason: str = ""
-    groups: list[Measured] = field(default_factory=list)  # every group's sensitivity, most sensitive first
+    groups: list[GroupError] = field(default_factory=list)  # every group's sensitivity, most sensitive first
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,12 +90,12 @@ class Evaluator:
 
 
 def make_plan(quantized: Any, original: Any, evaluate: Callable[[Any], tuple[float, float]], float_precision: str,
-              step: Callable[[str, int], None] = lambda what, total: None) -> tuple[Plan, Any]:
+              step: Callable[[str, int], None] = lambda what, total: None) -> tuple[Int8Plan, Any]:
     """(the plan, the generator it describes). ``step(what, total)`` is called before each measurement."""
     start = time.perf_counter()
     found = groups(quantized, describe(original))
     total = sum(g.gflop for g in found)
-    plan = Plan(float_precision, int8_gflop=total)
+    plan = Int8Plan(float_precision, int8_gflop=total)
     step("float alone", 2 + len(found))
     plan.float_only = evaluate(keep_in_float(quantized, original, found))
     step("every group at int8", 2 + len(found))
@@ -112,22 +113,22 @@ def make_plan(quantized: Any, original: Any, evaluate: Callable[[Any], tuple[flo
     return plan, quantized
 
 
-def _sensitivities(quantized: Any, original: Any, found: list[ConvGroup], evaluate, step) -> list[Measured]:
+def _sensitivities(quantized: Any, original: Any, found: list[ConvGroup], evaluate, step) -> list[GroupError]:
     out = []
     for group in found:
         step(f"sensitivity: {group.label}", 2 + len(found))
         others = [g for g in found if g is not group]
         mean, max_ = evaluate(keep_in_float(quantized, original, others))
-        out.append(Measured(group.label, list(group.convs), group.gflop, mean, max_))
+        out.append(GroupError(group.label, list(group.convs), group.gflop, mean, max_))
     return sorted(out, key=lambda m: -m.score)
 
 
-def _keep_until_within(quantized: Any, original: Any, found: list[ConvGroup], plan: Plan, evaluate,
+def _keep_until_within(quantized: Any, original: Any, found: list[ConvGroup], plan: Int8Plan, evaluate,
                        step) -> list[ConvGroup]:
     """Put the most sensitive groups back in float until the budget holds or the float share is used up."""
     by_label = {g.label: g for g in found}
     total, kept = plan.int8_gflop, []
-    floor = Measured("", [], 0.0, *plan.float_only).score
+    floor = GroupError("", [], 0.0, *plan.float_only).score
     for measured in plan.groups:
         group = by_label[measured.label]
         if measured.score <= floor * (1 + NOISE):

@@ -1,11 +1,14 @@
-"""A model's ``.tflite`` file -> OpenVINO IR (``.xml`` + ``.bin``) with the model's own tensor names.
+"""The ``openvino`` target: what OpenVINO runs, for every machine it may meet.
 
-OpenVINO reads TFLite files itself; its IR, saved here at float32, starts
-faster and keeps the weights out of a second converter. The tensors are renamed
-from TFLite's (``serving_default_image:0``, ``StatefulPartitionedCall:0``) to
-the signature's (``image``, ``value``), so the engine calls every back end by
-the same names. The precision OpenVINO computes at is chosen when a model is
-compiled, not here.
+OpenVINO reads ``.tflite`` files itself, so for the XNNPACK graph (the one it
+runs fastest without AMX) a float32 folder's ``.tflite`` files are the OpenVINO
+variants too, checked here by running them on OpenVINO; a reduced-precision
+folder gets float32 IR files of that graph instead. With AMX, oneDNN's own
+kernels beat XNNPACK's rewrites (vox-256 bf16 generator: 40 ms plain, 78 ms
+rewritten), so the generator is also stored as the plain graph's IR with its
+weights at bfloat16: half the file, and at bf16 the same result to the bit as
+float32 weights (the CPU plugin rounds them so itself). The precision OpenVINO
+computes at is chosen when a model is compiled (:mod:`livepuppet.runtime.plan`).
 """
 
 from __future__ import annotations
@@ -29,17 +32,19 @@ def available() -> bool:
 
 def signature_names(tflite: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(inputs, outputs): TFLite tensor name -> signature name, for the ``serving_default`` signature."""
-    from livepuppet.runtime.engines.tflite import _interpreter_module, native_stderr_silenced
+    from livepuppet.quiet import native_stderr_silenced
+    from livepuppet.runtime.engines.tflite import interpreter_module
 
     with native_stderr_silenced():
-        runner = _interpreter_module().Interpreter(model_path=str(tflite)).get_signature_runner("serving_default")
+        runner = interpreter_module().Interpreter(model_path=str(tflite)).get_signature_runner("serving_default")
     inputs = {d["name"]: name for name, d in runner.get_input_details().items()}
     outputs = {d["name"]: name for name, d in runner.get_output_details().items()}
     return inputs, outputs
 
 
 def convert(tflite: Path, xml: Path) -> None:
-    """Write ``xml`` (and its ``.bin``) from ``tflite``, tensors named as in the TFLite signature."""
+    """Write ``xml`` (and its ``.bin``) from ``tflite``, tensors renamed from TFLite's
+    (``serving_default_image:0``) to the signature's (``image``), as every back end is called."""
     import openvino as ov
 
     inputs, outputs = signature_names(tflite)
@@ -111,15 +116,14 @@ def _is_f16_decompression(convert, ov) -> bool:
             and any(key.startswith("decompression") for key in convert.get_rt_info().keys()))
 
 
-def run(xml: Path, inputs: dict[str, np.ndarray], precision: str = "f32", threads: int | None = None
+def run(path: Path, inputs: dict[str, np.ndarray], precision: str = "f32", tensors: dict[str, str] | None = None
         ) -> dict[str, np.ndarray]:
-    """One call of an IR model on the CPU (export's self-verification)."""
+    """One call of an IR or ``.tflite`` model on the CPU, by signature names (``tensors``: to the file's)."""
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(xml), "CPU", config)
+    tensors = tensors or {}
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
-    request.infer({k: np.asarray(v, np.float32) for k, v in inputs.items()})
-    return {port.get_any_name(): request.get_tensor(port).data.copy() for port in compiled.outputs}
+    request.infer({tensors.get(k, k): np.asarray(v, np.float32) for k, v in inputs.items()})
+    back = {v: k for k, v in tensors.items()}
+    return {back.get(p.get_any_name(), p.get_any_name()): request.get_tensor(p).data.copy() for p in compiled.outputs}

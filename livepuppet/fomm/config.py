@@ -10,6 +10,7 @@ architecture needs, which is how a checkpoint is validated before use.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ class ModelConfig:
 
     def validate_frame_shape(self) -> None:
         """Refuse frame sizes the hourglasses cannot take (each level halves the size)."""
+        check_ranges(self, "the config")  # block counts are exponents: ranges before any size is derived
         h, w = self.frame_shape
         kp, dm = self.kp_detector, self.generator.dense_motion
         need = [
@@ -122,18 +124,22 @@ def preset(name: str) -> ModelConfig:
 
 
 def from_dict(doc: Mapping[str, Any], source: str = "config") -> ModelConfig:
-    """Build a config from the original YAML layout; unknown keys are ignored."""
+    """Build a config from the original YAML layout; unknown keys are ignored, every value is range-checked."""
     try:
         params = doc["model_params"]
         common = params["common_params"]
         kp = dict(params["kp_detector_params"])
         gen = dict(params["generator_params"])
         dense = dict(gen.pop("dense_motion_params"))
-    except (KeyError, TypeError) as exc:
+        dataset = doc.get("dataset_params") or {}
+        shape = dataset.get("frame_shape", [256, 256, 3])
+    except KeyError as exc:
         raise ConfigError(f"{source} is not an FOMM config: it lacks model_params entry {exc}") from None
-    shape = (doc.get("dataset_params") or {}).get("frame_shape", [256, 256, 3])
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{source} is not an FOMM config: model_params and dataset_params must hold "
+                          "mappings, as in the original YAML files") from None
     try:
-        return ModelConfig(
+        cfg = ModelConfig(
             num_kp=int(common["num_kp"]),
             num_channels=int(common["num_channels"]),
             estimate_jacobian=bool(common["estimate_jacobian"]),
@@ -141,8 +147,40 @@ def from_dict(doc: Mapping[str, Any], source: str = "config") -> ModelConfig:
             generator=_fill(GeneratorConfig, gen, dense_motion=_fill(DenseMotionConfig, dense)),
             frame_shape=(int(shape[0]), int(shape[1])),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
         raise ConfigError(f"{source} has a missing or malformed entry: {exc}") from None
+    check_ranges(cfg, source)
+    return cfg
+
+
+# What any FOMM has (vox-256: 10 keypoints, hourglasses of 5 blocks, scale 1/4), with room to spare; a value
+# outside is refused before it is used as a loop count or an exponent.
+_RANGES: dict[str, tuple[float, float]] = {
+    "num_kp": (1, 256), "num_channels": (1, 4), "block_expansion": (1, 4096), "max_features": (1, 65536),
+    "num_blocks": (1, 10), "num_down_blocks": (0, 8), "num_bottleneck_blocks": (0, 64), "pad": (0, 16),
+    "temperature": (1e-6, 1e3), "scale_factor": (1 / 32, 1),
+}
+FRAME_SIDES = (16, 4096)
+
+
+def check_ranges(cfg: ModelConfig, source: str) -> None:
+    """Refuse hyper-parameters outside what any FOMM could use, before anything is sized from them."""
+    parts = {"": cfg, "kp_detector_params.": cfg.kp_detector, "generator_params.": cfg.generator,
+             "dense_motion_params.": cfg.generator.dense_motion}
+    for prefix, part in parts.items():
+        for f in dataclasses.fields(part):
+            value, (low, high) = getattr(part, f.name), _RANGES.get(f.name, (-math.inf, math.inf))
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+                raise ConfigError(f"{source}: {prefix}{f.name} is {value!r}, outside {low:g} to {high:g}; "
+                                  "check the config (or drop --config to read it off the checkpoint)")
+    _check_sides(cfg.frame_shape, source)
+
+
+def _check_sides(shape: tuple[int, int], source: str | None = None) -> None:
+    if not all(FRAME_SIDES[0] <= side <= FRAME_SIDES[1] for side in shape):
+        h, w = shape
+        raise ConfigError(f"{source + ': ' if source else ''}frame size {h}x{w} is outside {FRAME_SIDES[0]} to "
+                          f"{FRAME_SIDES[1]} pixels a side")
 
 
 def _fill(cls: type, values: Mapping[str, Any], **extra: Any) -> Any:
@@ -160,15 +198,15 @@ def _fill(cls: type, values: Mapping[str, Any], **extra: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> ModelConfig:
-    import yaml
+    from livepuppet import yamlfile
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yamlfile.load(path, "config file", ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path} is not an FOMM config (expected a YAML mapping)")
     return from_dict(doc, str(path))

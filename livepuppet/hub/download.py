@@ -38,15 +38,17 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from livepuppet import __version__
+from livepuppet import __version__, outputs
 from livepuppet.errors import DownloadError
 from livepuppet.paths import PARTIAL_SUFFIX, checkpoint_dir, find_checkpoint
-from livepuppet.hub.registry import ModelEntry
+from livepuppet.hub import connection
+from livepuppet.hub.registry import ModelEntry, registry_path
 
 CHUNK_SIZE = 256 * 1024
 MAX_UNKNOWN_SIZE = 2 << 30  # bytes, when the registry does not know the file's size (FOMM files are ~0.7 GB)
 STALL_BYTES = 16 * 1024  # a connection bringing less than this per timeout window has stalled
 DEADLINE = 3 * 3600.0  # seconds for a whole download
+_DEADLINE = "the download took longer than its deadline"
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -90,6 +92,8 @@ def download(
     final = folder / entry.filename
     if find_checkpoint(entry, folder) is not None:
         return final
+    for written in (final, folder / (entry.filename + PARTIAL_SUFFIX)):  # the registry is read, never written
+        outputs.check(written, [registry_path()[0]])
     if not entry.urls:
         raise DownloadError(
             f"no download URL is known for model {entry.name!r}.\n" + _by_hand(entry, folder) + "."
@@ -202,14 +206,33 @@ def _fetch(url: str, partial: Path, entry: ModelEntry, *, limits: _Limits, show:
 
 def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, limits: _Limits, show: bool,
                 console: Console) -> None:
-    timeout = limits.timeout
     offset = _size(partial)
+    with connection.Timer() as timer:
+        # Connection, TLS, status line and headers: one stall window at most, and within the deadline.
+        left = limits.deadline - time.monotonic()
+        timer.arm(min(limits.timeout, left), _DEADLINE if left < limits.timeout else
+                  f"no status line and headers within {limits.timeout:g} s")
+        response = _open(url, offset, limits.timeout, timer)
+        if response is None:
+            return  # the partial file is already complete
+        if timer.expired:  # cut off mid-answer: what http.client parsed is a fragment
+            response.close()
+            raise _UrlFailed(timer.expired)
+        timer.arm(limits.deadline - time.monotonic(), _DEADLINE)  # the body: its stall rule, and the deadline
+        with response:
+            total, mode = _expected(response, offset, limits)
+            _receive(response, partial, mode, total, entry, limits, timer, show, console)
+
+
+def _open(url: str, offset: int, timeout: float, timer: connection.Timer) -> http.client.HTTPResponse | None:
+    """The server's answer to a GET from ``offset``; None when a resumed file turns out complete."""
     headers = {"User-Agent": f"livepuppet/{__version__}", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
         request = urllib.request.Request(url, headers=headers)
-        response = _OPENER.open(request, timeout=timeout)
+        with connection.watched_by(timer):
+            return connection.OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
@@ -217,62 +240,64 @@ def _fetch_once(url: str, partial: Path, entry: ModelEntry, *, limits: _Limits, 
             # server says the file has another size.
             total = _parse_content_range(exc.headers.get("Content-Range"))[2]
             if total is None or total == offset:
-                return
+                return None
             raise _StartOver() from None
         raise _UrlFailed(_describe(exc, timeout)) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        raise _UrlFailed(_describe(exc, timeout)) from None
+        raise _UrlFailed(timer.expired or _describe(exc, timeout)) from None
 
-    with response:
-        length = _int_or_none(response.headers.get("Content-Length"))
-        if response.status == 206:
-            start, _end, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                raise _StartOver()
-            if total is None and length is not None:
-                total = offset + length
-            mode = "ab" if offset else "wb"
-        elif response.status == 200:
-            # No resume (the server ignored the Range header): start from zero.
-            offset, total, mode = 0, length, "wb"
-        else:
-            raise _UrlFailed(f"unexpected HTTP {response.status} answer")
 
-        if total is not None and total > limits.max_size:
-            raise _UrlFailed(f"the server announces {total} bytes, more than the {limits.max_size} of the file")
-        try:
-            out = open(partial, mode, buffering=0)  # unbuffered: a full disk fails in write, never later in close
-        except OSError as exc:
-            raise DownloadError(f"cannot write {partial}: {_os_reason(exc)}") from None
+def _expected(response: http.client.HTTPResponse, offset: int, limits: _Limits) -> tuple[int | None, str]:
+    """(the file's total size if known, the mode to open the partial file in) from the answer's headers."""
+    length = _int_or_none(response.headers.get("Content-Length"))
+    if response.status == 206:
+        start, _end, total = _parse_content_range(response.headers.get("Content-Range"))
+        if start != offset:
+            raise _StartOver()
+        if total is None and length is not None:
+            total = offset + length
+        mode = "ab" if offset else "wb"
+    elif response.status == 200:
+        # No resume (the server ignored the Range header): start from zero.
+        total, mode = length, "wb"
+    else:
+        raise _UrlFailed(f"unexpected HTTP {response.status} answer")
+    if total is not None and total > limits.max_size:
+        raise _UrlFailed(f"the server announces {total} bytes, more than the {limits.max_size} of the file")
+    return total, mode
 
-        written = offset
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        with out, Progress(*columns, console=console, disable=not show) as bar:
-            what = entry.filename + (" (resuming)" if offset else "")
-            task = bar.add_task(what, total=total or entry.size, completed=offset)
-            watch = _Watch(limits)
-            while True:
-                try:
-                    chunk = response.read1(CHUNK_SIZE)  # what has arrived: a trickle cannot block for hours
-                except (OSError, http.client.HTTPException, ValueError) as exc:
-                    raise _UrlFailed(_cut_off(written, total, _describe(exc, timeout))) from None
-                if not chunk:
-                    break
-                written += len(chunk)
-                if written > limits.max_size:
-                    raise _UrlFailed(_cut_off(written, total, f"the server sends more than the {limits.max_size} "
-                                                              "bytes of the file"))
-                _write_all(out, chunk, partial)
-                if problem := watch.check(len(chunk)):
-                    raise _UrlFailed(_cut_off(written, total, problem))
-                bar.update(task, advance=len(chunk))
 
+def _receive(response: http.client.HTTPResponse, partial: Path, mode: str, total: int | None, entry: ModelEntry,
+             limits: _Limits, timer: connection.Timer, show: bool, console: Console) -> None:
+    """Append the body to ``partial``: a stalled, endless or late one fails the URL (the partial file is kept)."""
+    try:
+        out = open(partial, mode, buffering=0)  # unbuffered: a full disk fails in write, never later in close
+    except OSError as exc:
+        raise DownloadError(f"cannot write {partial}: {_os_reason(exc)}") from None
+    written = offset = _size(partial) if mode == "ab" else 0
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with out, Progress(*columns, console=console, disable=not show) as bar:
+        task = bar.add_task(entry.filename + (" (resuming)" if offset else ""), total=total or entry.size,
+                            completed=offset)
+        watch = _Watch(limits)
+        while True:
+            try:
+                chunk = response.read1(CHUNK_SIZE)  # what has arrived: a trickle cannot block for hours
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise _UrlFailed(_cut_off(written, total, timer.expired or _describe(exc, limits.timeout))) from None
+            if not chunk:
+                if timer.expired:
+                    raise _UrlFailed(_cut_off(written, total, timer.expired))
+                break
+            written += len(chunk)
+            if written > limits.max_size:
+                raise _UrlFailed(_cut_off(written, total, f"the server sends more than the {limits.max_size} "
+                                                          "bytes of the file"))
+            _write_all(out, chunk, partial)
+            if problem := watch.check(len(chunk)):
+                raise _UrlFailed(_cut_off(written, total, problem))
+            bar.update(task, advance=len(chunk))
     if total is not None and written < total:
         raise _UrlFailed(_cut_off(written, total, "connection closed"))
 
@@ -304,25 +329,13 @@ class _Watch:
     def check(self, received: int) -> str | None:
         now = time.monotonic()
         if now > self.limits.deadline:
-            return "the download took longer than its deadline"
+            return _DEADLINE
         self.window_bytes += received
         if now - self.window_start >= self.limits.timeout:
             if self.window_bytes < STALL_BYTES:
                 return f"stalled (under {STALL_BYTES // 1024} KB in {self.limits.timeout:g} s)"
             self.window_start, self.window_bytes = now, 0
         return None
-
-
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) only: never to ftp:// or file://."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise urllib.error.URLError(f"refused a redirect to {newurl[:80]} (only http and https are followed)")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _cut_off(written: int, total: int | None, why: str) -> str:

@@ -32,8 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from livepuppet import yamlfile
 from livepuppet.errors import DownloadError
 
 REGISTRY_ENV = "LIVEPUPPET_REGISTRY"
@@ -151,19 +150,13 @@ def get_entry(name: str | None = None, config_path: str | os.PathLike[str] | Non
 def _read_registry_file(path: Path, required: bool) -> dict[str, dict[str, Any]]:
     """The validated ``models`` mapping of the file at ``path`` ({} if absent and optional)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = yamlfile.load(path, "model registry file", DownloadError)
     except FileNotFoundError:
         if required:
             raise DownloadError(f"model registry file {path} does not exist") from None
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DownloadError(f"cannot read model registry file {path}: {reason}") from None
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DownloadError(f"model registry file {path} is not valid YAML: {_yaml_reason(exc)}") from None
+    except OSError as exc:
+        raise DownloadError(f"cannot read model registry file {path}: {exc.strerror or exc}") from None
 
     def bad(what: str) -> DownloadError:
         return DownloadError(f"model registry file {path} is malformed: {what}")
@@ -276,12 +269,3 @@ def _is_http_url(url: str) -> bool:
 
 def _unique(urls) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls))
-
-
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    problem = " ".join(str(problem).split())
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return problem

@@ -10,9 +10,13 @@ Two delivery modes, two classes behind the one :class:`Capture` interface:
 * live camera (:class:`LiveCapture`): a one-frame slot. Each grab overwrites the slot and bumps a
   sequence number; ``read`` returns the newest frame newer than the last one
   read, so a slow consumer drops stale frames instead of lagging behind.
-* file camera (:class:`FileCapture`): a small bounded queue. Every frame is delivered in order and the
-  reader thread blocks when the queue is full (backpressure); end of file ends
-  the stream.
+* file camera played like a camera (:class:`PacedFileCapture`, what ``run``
+  does with a video file): the live slot, filled at the file's own frame rate,
+  so frames the consumer has no time for are dropped and latency means what it
+  means for a webcam; end of file ends the stream.
+* file camera, every frame (:class:`FileCapture`, ``run --every-frame``): a
+  small bounded queue. Every frame is delivered in order and the reader thread
+  blocks when the queue is full (backpressure); end of file ends the stream.
 
 A live camera that stops delivering (unplugged, driver hiccup) is reported as
 ``stalled``; the thread releases it and keeps reopening it with exponential
@@ -22,7 +26,6 @@ backoff, and the stream resumes when frames return.
 from __future__ import annotations
 
 import enum
-import os
 import queue
 import sys
 import threading
@@ -33,6 +36,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from livepuppet.errors import CameraError
+from livepuppet.limits import MAX_PIXELS
 from livepuppet.live.cameras import list_cameras
 
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://")
@@ -152,7 +156,7 @@ class Capture:
             ok, frame = self._src.read() if self._src is not None else (False, None)
         except Exception:  # a driver error mid-stream is a failed read like any other
             ok, frame = False, None
-        if not ok or frame is None:
+        if not ok or frame is None or frame.shape[0] * frame.shape[1] > MAX_PIXELS:  # grown past its declared size
             return None
         rgb = _to_rgb(frame)
         self.read_ms.append((time.perf_counter() - t0) * 1000)
@@ -288,6 +292,45 @@ class LiveCapture(Capture):
             self._cond.notify_all()
 
 
+class PacedFileCapture(LiveCapture):
+    """A video file played like a camera: each frame offered at its time on the file's clock, newest wins."""
+
+    def __init__(self, opener: Callable[[], FrameSource], **kw: object) -> None:
+        super().__init__(opener, **kw)
+        self.fps = self.fps or 25.0  # a file that does not say plays at a webcam's usual rate
+        self._eof = False
+
+    @property
+    def ended(self) -> bool:
+        """True once the file is over and its last frame was read (or dropped)."""
+        with self._cond:
+            return self._eof and self._read_seq >= self._seq
+
+    def read(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        if self.ended:
+            return None
+        return super().read(timeout)
+
+    def _pump(self) -> None:
+        period = 1.0 / self.fps  # type: ignore[operator]
+        start, n = time.monotonic(), 0
+        while not self._stop.is_set():
+            frame = self._grab()
+            if frame is None:
+                break
+            late = time.monotonic() - (start + n * period)
+            if late > period:  # decoding fell behind: play on from now, not in a burst
+                start, late = start + late, 0.0
+            if late < 0:
+                self._stop.wait(-late)
+            self._publish(frame, time.monotonic())
+            n += 1
+        with self._cond:
+            self._eof = True
+            self._state = CaptureState.ENDED
+            self._cond.notify_all()
+
+
 def _source_fps(src: FrameSource | None) -> float | None:
     try:
         fps = float(src.get(5))  # type: ignore[union-attr]  # cv2.CAP_PROP_FPS
@@ -332,7 +375,7 @@ def _missing_camera(index: int, cameras: list[str]) -> CameraError:
 
 
 def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
-                opener: OpenerFactory | None = None, live: bool | None = None,
+                opener: OpenerFactory | None = None, live: bool | None = None, paced: bool = False,
                 lister: Callable[[], list[str]] | None = None,
                 first_frame_timeout: float = 5.0, **capture_kw: object) -> Capture:
     """Open a camera index (int or digit string) or a video file/URL and start its thread.
@@ -340,8 +383,10 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
     ``size`` is the requested ``(width, height)`` of a live camera (it picks the
     nearest mode it supports); files keep their size. Stream URLs (rtsp, rtmp,
     udp, tcp, srt) are treated as live cameras, other URLs and paths as files;
-    ``live`` overrides that. Raises CameraError when nothing can be opened or a
-    live camera opens but sends no frame within ``first_frame_timeout`` seconds.
+    ``live`` overrides that. A file is delivered frame by frame in order, or
+    with ``paced`` played at its own frame rate like a camera. Raises
+    CameraError when nothing can be opened or a live camera opens but sends no
+    frame within ``first_frame_timeout`` seconds.
     """
     opener = opener or cv2_opener
     if isinstance(spec, str) and spec.strip().isdigit():
@@ -349,14 +394,15 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
     is_index = isinstance(spec, int)
     if live is None:
         live = is_index or str(spec).lower().startswith(_STREAM_SCHEMES)
-    if not is_index and "://" not in str(spec) and not os.path.exists(str(spec)):
-        raise CameraError(f"video file not found: {spec}; pass a camera index (e.g. --camera 0) "
-                          "or an existing video file")
+    if not is_index and "://" not in str(spec):
+        _check_file(str(spec))
 
     def open_once() -> FrameSource:
         src = opener(spec)
         if live and src.isOpened():
             _configure(src, size)
+        if src.isOpened():
+            _check_size(src, spec)
         return src
 
     src = open_once()
@@ -365,13 +411,36 @@ def open_camera(spec: str | int, size: tuple[int, int] | None = None, *,
         if is_index:
             raise _missing_camera(int(spec), (lister or list_cameras)())
         raise CameraError(f"cannot open video {spec}: unreadable or unsupported format")
-    kind = LiveCapture if live else FileCapture
+    kind = LiveCapture if live else PacedFileCapture if paced else FileCapture
     cap = kind(open_once, name=str(spec), source=src, **capture_kw).start()  # type: ignore[arg-type]
     if live and not cap.wait_first_frame(first_frame_timeout):
         cap.release()
         raise CameraError(f"camera {spec} opened but sent no frames; close other apps using it "
                           "or try another --camera index")
     return cap
+
+
+def _check_file(path: str) -> None:
+    """A camera file must be a regular file: OpenCV would wait forever on a FIFO, read /dev/zero without end."""
+    from livepuppet.files import check_regular
+
+    try:
+        check_regular(path, "video file", CameraError)
+    except OSError:
+        raise CameraError(f"video file not found: {path}; pass a camera index (e.g. --camera 0) "
+                          "or an existing video file") from None
+
+
+def _check_size(src: FrameSource, spec: int | str) -> None:
+    """Frames over the pixel limit are refused by their declared size, before one is decoded and queued."""
+    from livepuppet.errors import MediaError
+    from livepuppet.media import check_frame_size
+
+    try:
+        check_frame_size(src, spec, "camera" if isinstance(spec, int) else "video")
+    except MediaError as exc:
+        src.release()
+        raise CameraError(str(exc)) from None
 
 
 def _configure(src: FrameSource, size: tuple[int, int] | None) -> None:

@@ -104,10 +104,11 @@ class BlazeFace:
     name = "blazeface"
 
     def __init__(self, path: Path, threads: int = 1, min_score: float = 0.5, setup: tuple = SHORT_RANGE) -> None:
-        from livepuppet.runtime.engines.tflite import _interpreter_module, native_stderr_silenced
+        from livepuppet.quiet import native_stderr_silenced
+        from livepuppet.runtime.engines.tflite import interpreter_module
 
         with native_stderr_silenced():
-            self._interp = _interpreter_module().Interpreter(model_path=str(path), num_threads=threads)
+            self._interp = interpreter_module().Interpreter(model_path=str(path), num_threads=threads)
             self._interp.allocate_tensors()
         inp = self._interp.get_input_details()[0]
         self._input, self.size = inp["index"], int(inp["shape"][1])

@@ -14,7 +14,8 @@ Threads, and why:
 * one thread per output sink (outlet.py): virtual-camera pacing and video
   encoding never hold up the keys or the preview.
 
-Key actions are one table, ``KEY_ACTIONS``. With paste-back portraits the
+Keys are one table (livepuppet.live.keys.KEYS, shared with the browser page),
+their actions another, ``KEY_ACTIONS``. With paste-back portraits the
 model's output for the face crop is pasted into the whole picture before it
 goes out.
 
@@ -43,10 +44,11 @@ from rich.text import Text
 
 from livepuppet.live.capture import Capture, CaptureState
 from livepuppet.live.framing import Box, FaceFramer
-from livepuppet.live.keys import help_lines
+from livepuppet.live.keys import ACTIONS, help_lines
 from livepuppet.live.outlet import Outlet
 from livepuppet.live.sinks import PreviewView, to_uint8
 from livepuppet.live.portrait import Portrait
+from livepuppet.runtime.meter import AvatarMeter
 
 
 class Animator(Protocol):
@@ -79,23 +81,26 @@ class Preview(Protocol):
 
 @dataclass
 class LiveStats:
-    """What a run did; the caller prints ``summary()`` at exit."""
+    """What a run did; the caller prints ``summary()`` at exit. Frames and latency as livepuppet.runtime.meter
+    defines them, the same as the live overlay's."""
 
-    frames: int = 0                 # frames sent to the sinks (pass-through frames included)
-    seconds: float = 0.0            # from the first to the last output frame
+    frames: int = 0                 # avatar frames sent to the sinks (camera frames passed through: ``passed``)
+    seconds: float = 0.0            # from the first to the last avatar frame out
+    latency_ms: float | None = None  # median camera grab to avatar out
+    passed: int = 0                 # camera frames sent out as they were (pass-through, key 't')
     # Medians: capture (camera read incl. waiting for the next frame), crop (framing),
     # inference (one animate call), the animator's own stages, output (sinks, without
-    # virtual-camera pacing) and latency (camera grab to output).
+    # virtual-camera pacing).
     stage_ms: dict[str, float] = field(default_factory=dict)
     batch: int = 1
     dropped: int = 0                # camera frames never animated (live camera only)
     stalls: int = 0                 # times the camera stopped delivering
     stop_reason: str = ""           # frames | quit | end of input | interrupted | terminated
-    first_frame_at: float = 0.0     # time.perf_counter() when the first frame went out (0: none did)
+    first_frame_at: float = 0.0     # time.monotonic() when the first avatar frame went out (0: none did)
 
     @property
     def fps(self) -> float:
-        """Output rate; 0 when every frame came out of one batch (they leave together: no rate to tell)."""
+        """Avatar frames out per second; 0 when every frame came out of one batch (they leave together)."""
         if self.frames <= self.batch:
             return 0.0
         return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
@@ -103,9 +108,12 @@ class LiveStats:
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         rate = f"at {self.fps:.1f} fps" if self.fps > 0 else "in one batch, too few for a frame rate"
-        s = f"{self.frames} frames {rate} ({self.stop_reason}); median ms: {stages}"
+        latency = "" if self.latency_ms is None else f", latency {self.latency_ms:.0f} ms (camera grab to avatar out)"
+        s = f"{self.frames} avatar frames {rate}{latency} ({self.stop_reason}); median ms: {stages}"
         if self.batch > 1:
             s += f" (inference per batch of up to {self.batch})"
+        if self.passed:
+            s += f"; {self.passed} camera frames passed through"
         if self.dropped:
             s += f"; {self.dropped} camera frames skipped to stay real-time"
         if self.stalls:
@@ -204,7 +212,7 @@ class _Worker(threading.Thread):
 class _StageClock:
     """Per-stage millisecond samples: recent medians for display, run medians for stats."""
 
-    FIRST, LAST = ("capture", "detect", "crop", "inference"), ("paste", "output", "preview", "vcam", "record", "latency")
+    FIRST, LAST = ("capture", "detect", "crop", "inference"), ("paste", "output", "preview", "vcam", "record")
 
     def __init__(self, capture_ms: deque[float]) -> None:
         self.samples: dict[str, deque[float]] = {"capture": capture_ms}
@@ -250,45 +258,50 @@ def run_live(animator: Animator, capture: Capture, framer: FaceFramer, sinks: Se
                  console or Console(stderr=True), mirror, best_seconds).run()
 
 
-# -- key actions: one function per key, looked up in KEY_ACTIONS ------------
+# -- key actions: one function per action of livepuppet.live.keys.KEYS, looked up in KEY_ACTIONS ------
 
-def _quit(loop: "_Loop", key: str) -> None:
+def _quit(loop: "_Loop") -> None:
     loop.stop_reason = "quit"
 
 
-def _recalibrate(loop: "_Loop", key: str) -> None:
+def _recalibrate(loop: "_Loop") -> None:
     loop.worker.command(lambda an: an.recalibrate())
     loop.say("recalibrating: the next frame is the neutral pose")
 
 
-def _switch_source(loop: "_Loop", key: str) -> None:
-    if len(loop.sources) > 1:
-        loop.source_idx = (loop.source_idx + (1 if key == "n" else -1)) % len(loop.sources)
-        loop.set_source(loop.source_idx)
-        loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+def _switch_source(step: int) -> Callable[["_Loop"], None]:
+    def act(loop: "_Loop") -> None:
+        if len(loop.sources) > 1:
+            loop.source_idx = (loop.source_idx + step) % len(loop.sources)
+            loop.set_source(loop.source_idx)
+            loop.say(f"avatar {loop.source_idx + 1}/{len(loop.sources)}")
+    return act
 
 
-def _find_best(loop: "_Loop", key: str) -> None:
+def _find_best(loop: "_Loop") -> None:
     n = max(1, round(loop.best_seconds * (loop.capture.fps or 25.0)))
     loop.worker.command(lambda an: an.find_best(n))
     loop.say(f"best moment: watching {n} frames for the pose nearest the avatar's, then calibrating on it")
 
 
-def _pan(loop: "_Loop", key: str) -> None:
-    loop.framer.pan(*{"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[key])
+def _pan(dx: int, dy: int) -> Callable[["_Loop"], None]:
+    return lambda loop: loop.framer.pan(dx, dy)
 
 
-def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop) -> Callable[["_Loop", str], None]:
-    """A toggle of the loop's own state (the view): flipped on the main thread at once."""
-    def act(loop: "_Loop", key: str) -> None:
+def _flip(attr: str, part: Callable[["_Loop"], object] = lambda loop: loop,
+          label: str | None = None) -> Callable[["_Loop"], None]:
+    """A toggle of the loop's own state (the view, the framing): flipped on the main thread at once."""
+    def act(loop: "_Loop") -> None:
         owner = part(loop)
         setattr(owner, attr, not getattr(owner, attr))
+        if label:
+            loop.say(f"{label}: {'on' if getattr(owner, attr) else 'off'}")
     return act
 
 
-def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
+def _flip_model(attr: str, label: str) -> Callable[["_Loop"], None]:
     """A toggle of the animator's state: a command that flips it on the worker, so no press is lost."""
-    def act(loop: "_Loop", key: str) -> None:
+    def act(loop: "_Loop") -> None:
         def flip(an: Animator) -> None:
             value = not getattr(an, attr)
             setattr(an, attr, value)
@@ -297,13 +310,17 @@ def _flip_model(attr: str, label: str) -> Callable[["_Loop", str], None]:
     return act
 
 
-KEY_ACTIONS: dict[str, Callable[["_Loop", str], None]] = {
-    "q": _quit, "esc": _quit, "c": _recalibrate, "b": _find_best, "n": _switch_source, "p": _switch_source,
-    "0": _flip("passthrough"), "f": _flip("mirror", lambda loop: loop.intake), "k": _flip("show_kp"), "i": _flip("show_info"),
-    "h": _flip("show_help"), "+": lambda loop, key: loop.framer.zoom_in(),
-    "-": lambda loop, key: loop.framer.zoom_out(), **dict.fromkeys(("left", "right", "up", "down"), _pan),
-    "r": _flip_model("relative", "relative"), "a": _flip_model("adapt_scale", "adapt scale"),
-    "s": _flip_model("smooth", "smoothing"),
+KEY_ACTIONS: dict[str, Callable[["_Loop"], None]] = {
+    "quit": _quit, "calibrate": _recalibrate, "best_moment": _find_best,
+    "next_avatar": _switch_source(1), "previous_avatar": _switch_source(-1),
+    "zoom_in": lambda loop: loop.framer.zoom_in(), "zoom_out": lambda loop: loop.framer.zoom_out(),
+    "pan_left": _pan(-1, 0), "pan_right": _pan(1, 0), "pan_up": _pan(0, -1), "pan_down": _pan(0, 1),
+    "reset_view": lambda loop: loop.framer.reset_view(),
+    "face_tracking": _flip("enabled", lambda loop: loop.framer, "face tracking"),
+    "mirror": _flip("mirror", lambda loop: loop.intake), "pass_through": _flip("passthrough"),
+    "keypoints": _flip("show_kp"), "info": _flip("show_info"), "help": _flip("show_help"),
+    "relative": _flip_model("relative", "relative"), "adapt_scale": _flip_model("adapt_scale", "adapt scale"),
+    "smoothing": _flip_model("smooth", "smoothing"),
 }
 @contextlib.contextmanager
 def _stop_signals(loop: "_Loop") -> Iterator[None]:
@@ -336,18 +353,18 @@ def _stop_signals(loop: "_Loop") -> Iterator[None]:
 
 
 class _Output:
-    """Frames out: to every sink's outlet at one size, counted and timed."""
+    """Frames out: to every sink's outlet at one size; avatar frames counted and timed (``meter``)."""
 
     def __init__(self, outlets: list[Outlet], clock: _StageClock, limit: int | None) -> None:
         self.outlets, self.clock, self.limit = outlets, clock, limit
         self.size: tuple[int, int] | None = None  # (w, h) of the first frame out; a recording keeps one size
         self.avatar: np.ndarray | None = None
-        self.frames = 0
-        self.first = self.last = 0.0
-        self.times: deque[float] = deque(maxlen=60)
+        self.meter = AvatarMeter()
+        self.passed = 0  # camera frames sent out as they were
 
-    def emit(self, frame: np.ndarray, stamp: float) -> bool:
-        """Send one frame; True once ``limit`` frames went out."""
+    def emit(self, frame: np.ndarray, stamp: float, avatar: bool = True) -> bool:
+        """Send one frame (an avatar's, or the camera's own in pass-through); True once ``limit`` avatar frames
+        went out. ``stamp``: the camera grab's time.monotonic()."""
         t0 = time.perf_counter()
         img = to_uint8(frame)
         self.size = self.size or (img.shape[1], img.shape[0])
@@ -355,15 +372,13 @@ class _Output:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         for o in self.outlets:
             o.send(img)
-        now = time.perf_counter()
-        self.clock.add("output", (now - t0) * 1000)
-        self.clock.add("latency", (time.monotonic() - stamp) * 1000)
+        self.clock.add("output", (time.perf_counter() - t0) * 1000)
         self.avatar = img
-        self.frames += 1
-        self.first = self.first or now
-        self.last = now
-        self.times.append(now)
-        return self.limit is not None and self.frames >= self.limit
+        if not avatar:
+            self.passed += 1
+            return False
+        self.meter.out(stamp)
+        return self.limit is not None and self.meter.frames >= self.limit
 
 
 class _Intake:
@@ -500,8 +515,8 @@ class _Loop:
                     self.clock.add("preview", (time.perf_counter() - t0) * 1000)
                     last_draw = now
                 key = self.preview.poll_key()
-                if key in KEY_ACTIONS:
-                    KEY_ACTIONS[key](self, key)
+                if key in ACTIONS:
+                    KEY_ACTIONS[ACTIONS[key]](self)
             elif live_line is not None and now - last_status > 0.5:
                 live_line.update(Text(self.display.status_line()), refresh=True)
                 last_status = now
@@ -510,7 +525,7 @@ class _Loop:
         """Take a camera frame, if one came: to the worker, or straight out in pass-through; True when one came."""
         got = self.intake.take(submit=not self.passthrough)
         if got is not None:
-            self._emit(*got)
+            self._emit(*got, avatar=False)
         return self.intake.new_frame
 
     def _drain_results(self) -> bool:
@@ -540,8 +555,8 @@ class _Loop:
                     break
         return got
 
-    def _emit(self, frame: np.ndarray, stamp: float) -> None:
-        if self.output.emit(frame, stamp):
+    def _emit(self, frame: np.ndarray, stamp: float, avatar: bool = True) -> None:
+        if self.output.emit(frame, stamp, avatar):
             self.stop_reason = "frames"
 
     # -- shutdown -----------------------------------------------------------
@@ -564,10 +579,11 @@ class _Loop:
             raise first_error
 
     def _final_stats(self) -> LiveStats:
-        st = self.stats
-        st.frames = self.output.frames
-        st.seconds = self.output.last - self.output.first
-        st.first_frame_at = self.output.first
+        st, meter = self.stats, self.output.meter
+        st.frames, st.passed = meter.frames, self.output.passed
+        st.seconds = meter.last - meter.first
+        st.latency_ms = meter.latency()
+        st.first_frame_at = meter.first
         st.stage_ms = self.clock.medians()
         st.dropped = self.worker.dropped + getattr(self.capture, "dropped", 0)
         st.stalls = max(self.intake.stalls, getattr(self.capture, "stalls", 0))
@@ -584,10 +600,6 @@ class _Display:
         self.loop = loop
         self._info: tuple[float, list[str]] = (-1.0, [])
 
-    def recent_fps(self) -> float:
-        t = self.loop.output.times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-
     def stage_text(self, per_line: int | None = None) -> list[str]:
         items = [f"{k} {v:.1f}" for k, v in self.loop.clock.medians(recent=30).items()]
         n = per_line or max(1, len(items))
@@ -595,8 +607,8 @@ class _Display:
 
     def status_line(self) -> str:
         state = " | camera stalled, reconnecting" if self.loop.intake.stalled else ""
-        return (f"{self.recent_fps():5.1f} fps | {self.loop.output.frames} frames | "
-                f"ms: {' '.join(self.stage_text())}{state}")
+        meter = self.loop.output.meter
+        return f"{meter.text(recent=True)} | {meter.frames} avatar frames | ms: {' '.join(self.stage_text())}{state}"
 
     def info(self) -> list[str]:
         now = time.monotonic()
@@ -607,7 +619,8 @@ class _Display:
     def _info_lines(self) -> list[str]:
         lp, a = self.loop, self.loop.animator
         on = {True: "on", False: "off"}
-        lines = [f"{self.recent_fps():.1f} fps  {lp.output.frames} frames, stage ms:", *self.stage_text(per_line=3),
+        lines = [f"{lp.output.meter.text(recent=True)}, {lp.output.meter.frames} frames", "stage ms:",
+                 *self.stage_text(per_line=3),
                  f"relative {on[bool(a.relative)]}  adapt {on[bool(a.adapt_scale)]}  "
                  f"smooth {on[bool(getattr(a, 'smooth', False))]}  mirror {on[lp.intake.mirror]}  h: keys"]
         dist = getattr(a, "pose_distance", None)

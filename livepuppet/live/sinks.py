@@ -21,7 +21,7 @@ import numpy as np
 
 from livepuppet.errors import LivepuppetError, VirtualCameraError
 from livepuppet.live.framing import Box
-from livepuppet.live.keys import KEY_HELP, key_name
+from livepuppet.live.keys import KEYS, key_name
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -117,9 +117,9 @@ class PreviewWindow:
         if v.help:
             img = (img * 0.35).astype(np.uint8)
             _text(img, "keys:", (20, 30), _WHITE, 0.5)
-            for i, (key, what) in enumerate(KEY_HELP, start=1):
-                _text(img, key, (20, 30 + 21 * i), _YELLOW, 0.5)
-                _text(img, what, (110, 30 + 21 * i), _WHITE, 0.5)
+            for i, binding in enumerate(KEYS, start=1):
+                _text(img, binding.label, (20, 30 + 21 * i), _YELLOW, 0.5)
+                _text(img, binding.help, (110, 30 + 21 * i), _WHITE, 0.5)
         return img
 
     def show(self, v: PreviewView) -> None:
@@ -240,6 +240,16 @@ class RecordingSink:
     @property
     def frames_written(self) -> int:
         return int(self._writer.frames_written)
+
+    @property
+    def frames_saved(self) -> int | None:
+        """Frames in the file on disk once it is closed (or cut short), counted there; None before."""
+        return self._writer.frames_saved
+
+    @property
+    def notices(self) -> list[str]:
+        """What opening the file found (a killed run's recording, kept under another name)."""
+        return list(self._writer.notices)
 
     def send(self, frame: np.ndarray) -> None:
         copies = 1

@@ -12,7 +12,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-from livepuppet.runtime.engines import Engine, Keypoints, SourceData
+from livepuppet.runtime.engines.base import Engine, Keypoints, SourceData
 from livepuppet.runtime.smoothing import DEFAULT_STRENGTH, KeypointSmoother
 
 HISTORY_LENGTH = 1000  # per-stage timings kept: enough for a percentile, bounded over a day-long run

@@ -10,6 +10,7 @@ from tests.reference.fomm import (
     animate_reference,
     build_models,
     normalize_kp,
+    trained_numerics,
 )
 from tests.reference.factory import (
     MGIF_PARAMS,
@@ -27,7 +28,7 @@ from tests.reference.factory import (
 
 __all__ = [
     "DenseMotionNetwork", "KPDetector", "OcclusionAwareGenerator", "animate_reference",
-    "build_models", "normalize_kp", "MGIF_PARAMS", "SMALL_PARAMS", "VOX_PARAMS",
+    "build_models", "normalize_kp", "trained_numerics", "MGIF_PARAMS", "SMALL_PARAMS", "VOX_PARAMS",
     "describe_outputs", "make_checkpoint", "random_frames", "random_video", "randomize_",
     "save_checkpoint", "small_params", "to_torch_nchw",
 ]

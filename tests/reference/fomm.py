@@ -5,11 +5,16 @@ TensorFlow port can be checked against an independent implementation. Module
 and attribute names follow the original so `state_dict()` keys match published
 checkpoints exactly. Everything is NCHW; `grid_sample` and `interpolate` use
 PyTorch defaults (bilinear, zeros, align_corners=False), the parity target.
+`trained_numerics()` switches every `grid_sample` the original calls to
+align_corners=True, the PyTorch 1.0 behaviour the published weights were
+trained with (`convert --numerics trained`); `interpolate` stays half-pixel,
+as it was in PyTorch 1.0 too.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +25,23 @@ from torch import Tensor, nn
 KP = dict[str, Tensor]
 
 KP_VARIANCE = 0.01  # fixed in the original dense motion network
+_ALIGN_CORNERS = [False]  # grid_sample's convention, switched by trained_numerics()
+
+
+@contextlib.contextmanager
+def trained_numerics() -> Iterator[None]:
+    """Meanwhile, every grid_sample aligns corners, as PyTorch 1.0's did."""
+    _ALIGN_CORNERS.append(True)
+    try:
+        yield
+    finally:
+        _ALIGN_CORNERS.pop()
+
+
+def grid_sample(inp: Tensor, grid: Tensor) -> Tensor:
+    """F.grid_sample as the original calls it (no align_corners given): today's default or, in
+    trained_numerics(), PyTorch 1.0's."""
+    return F.grid_sample(inp, grid, align_corners=_ALIGN_CORNERS[-1])
 
 
 # ---------------------------------------------------------------- helpers
@@ -51,7 +73,7 @@ def deform_input(inp: Tensor, deformation: Tensor) -> Tensor:
     h, w = inp.shape[2:]
     if deformation.shape[1:3] != (h, w):
         deformation = _resize_bilinear(deformation.permute(0, 3, 1, 2), (h, w)).permute(0, 2, 3, 1)
-    return F.grid_sample(inp, deformation, align_corners=False)
+    return grid_sample(inp, deformation)
 
 
 # ---------------------------------------------------------------- blocks
@@ -285,7 +307,7 @@ class DenseMotionNetwork(nn.Module):
         heat = torch.cat([heat.new_zeros(b, 1, h, w), heat], dim=1)  # background map first
         motions = self.sparse_motions((h, w), kp_driving, kp_source)
         src_rep = src.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
-        deformed = F.grid_sample(src_rep, motions.reshape(b * k1, h, w, 2), align_corners=False).view(b, k1, c, h, w)
+        deformed = grid_sample(src_rep, motions.reshape(b * k1, h, w, 2)).view(b, k1, c, h, w)
         inp = torch.cat([heat.unsqueeze(2), deformed], dim=2).view(b, k1 * (c + 1), h, w)
         feat = self.hourglass(inp)
         mask = F.softmax(self.mask(feat), dim=1)

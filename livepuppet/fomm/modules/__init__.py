@@ -22,6 +22,7 @@ from livepuppet.fomm.modules.generator import FrameGenerator, SourceEncoder
 from livepuppet.fomm.modules.keypoint_detector import KeypointDetector
 from livepuppet.fomm.modules.kp_processing import normalize_keypoints
 from livepuppet.fomm.modules.rewrites import GRAPHS, PLAIN, XNNPACK, Rewrites
+from livepuppet.fomm.numerics import LEGACY, align_corners
 
 __all__ = ["FOMM", "normalize_keypoints", "Rewrites", "GRAPHS", "PLAIN", "XNNPACK"]
 
@@ -31,18 +32,20 @@ class FOMM(tf.Module):
 
     ``rewrites`` picks a back end's graph rewrites (:mod:`.rewrites`); the
     default is the plain graph, the original's operations one for one.
+    ``numerics`` picks how it samples (:mod:`livepuppet.fomm.numerics`); the
+    default here is the original code's, the reference's parity target.
     """
 
     def __init__(self, cfg: ModelConfig, generator: Mapping[str, np.ndarray], kp_detector: Mapping[str, np.ndarray],
-                 fold_batchnorm: bool = True, rewrites: Rewrites = PLAIN):
+                 fold_batchnorm: bool = True, rewrites: Rewrites = PLAIN, numerics: str = LEGACY):
         super().__init__(name="fomm")
         validate(cfg, generator, kp_detector)
         cfg.validate_frame_shape()
         self.cfg = cfg
-        self.rewrites = rewrites
+        self.rewrites, self.numerics = rewrites, numerics
         gen = StateReader(generator, fold=fold_batchnorm, rewrites=rewrites)
         self.kp_detector = KeypointDetector(cfg, StateReader(kp_detector, fold=fold_batchnorm, rewrites=rewrites))
-        dense = DenseMotion(cfg, gen.child("dense_motion_network"))
+        dense = DenseMotion(cfg, gen.child("dense_motion_network"), align_corners=align_corners(numerics))
         self.source_encoder = SourceEncoder(cfg, gen, dense)
         self.generator = FrameGenerator(cfg, gen, dense)
 

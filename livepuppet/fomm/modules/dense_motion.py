@@ -16,10 +16,12 @@ class DenseMotion(tf.Module):
     only, so the source encoder computes it once with the rest of the source work.
     """
 
-    def __init__(self, cfg: ModelConfig, state: StateReader, name: str = "dense_motion_network"):
+    def __init__(self, cfg: ModelConfig, state: StateReader, name: str = "dense_motion_network",
+                 align_corners: bool = False):
         super().__init__(name=name)
         dm = cfg.generator.dense_motion
         self.cfg = cfg
+        self.align_corners = align_corners  # grid_sample's convention (livepuppet.fomm.numerics)
         self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
         self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
         split = state.rewrites.split_thin
@@ -47,7 +49,7 @@ class DenseMotion(tf.Module):
         heat = kp2gaussian(kp_driving[0], (h, w), KP_VARIANCE) - kp2gaussian(kp_source[0], (h, w), KP_VARIANCE)
         heat = tf.concat([tf.zeros_like(heat[..., :1]), heat], axis=-1)  # background first: (B, h, w, K+1)
         motions = self.sparse_motions(kp_driving, kp_source, (h, w))
-        deformed = grid_sample(source_small, motions)  # (B, h, w, K+1, C)
+        deformed = grid_sample(source_small, motions, self.align_corners)  # (B, h, w, K+1, C)
         features = tf.reshape(tf.concat([heat[..., None], deformed], -1), [-1, h, w, (k + 1) * (c + 1)])
         out = self.hourglass(features)
         mask = tf.nn.softmax(self.mask(out), axis=-1)

@@ -48,7 +48,7 @@ class FrameGenerator(tf.Module):
         size = tuple(features.shape[1:3])
         if tuple(deformation.shape[1:3]) != size:
             deformation = resize_bilinear(deformation, size)
-        x = grid_sample(features, deformation)
+        x = grid_sample(features, deformation, self.dense_motion.align_corners)
         if occlusion is not None:
             if tuple(occlusion.shape[1:3]) != size:
                 occlusion = resize_bilinear(occlusion, size)

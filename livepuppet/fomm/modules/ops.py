@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 
-def grid_sample(image: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
-    """PyTorch's default ``grid_sample``: bilinear, zero padding, ``align_corners=False``.
+def grid_sample(image: tf.Tensor, grid: tf.Tensor, align_corners: bool = False) -> tf.Tensor:
+    """PyTorch's ``grid_sample``: bilinear, zero padding; ``align_corners`` False (today's default) or True
+    (PyTorch 1.0's behaviour, see :mod:`livepuppet.fomm.numerics`).
 
     image: (N, H, W, C) with static H, W, C. grid: (G, ..., 2), last axis (x, y)
     in [-1, 1] (points outside sample zeros). N must equal G, or be 1 to sample
@@ -28,8 +29,12 @@ def grid_sample(image: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
     """
     n, h, w, c = image.shape
     padded = tf.reshape(tf.pad(image, [[0, 0], [1, 1], [1, 1], [0, 0]]), [-1, c])
-    ix = ((grid[..., 0] + 1.0) * w - 1.0) / 2.0
-    iy = ((grid[..., 1] + 1.0) * h - 1.0) / 2.0
+    if align_corners:  # -1 and 1 are the centres of the corner pixels
+        ix = (grid[..., 0] + 1.0) * ((w - 1) / 2.0)
+        iy = (grid[..., 1] + 1.0) * ((h - 1) / 2.0)
+    else:  # -1 and 1 are the outer edges of the corner pixels
+        ix = ((grid[..., 0] + 1.0) * w - 1.0) / 2.0
+        iy = ((grid[..., 1] + 1.0) * h - 1.0) / 2.0
     x0, y0 = tf.floor(_finite_or(ix, -2.0)), tf.floor(_finite_or(iy, -2.0))
     x1, y1 = x0 + 1.0, y0 + 1.0
     # Clamp into [-1, size] (the zero ring), then shift by one for the padding.

@@ -1,76 +1,33 @@
-"""Runtime back ends behind one small interface.
+"""Runtime back ends behind one interface, each running a :class:`~livepuppet.runtime.plan.Plan`.
 
-``open_engine(folder, "tflite")`` runs the ``.tflite`` files with LiteRT and
-never imports TensorFlow; ``"openvino"`` runs the OpenVINO IR (bfloat16 where
-the CPU has it); ``"savedmodel"`` runs the SavedModels with TensorFlow (its GPU
-path, where TensorFlow sees one). ``"auto"`` (:mod:`.auto`) picks the fastest
-of them within the fidelity budget, measured once per model folder and machine.
+``tflite`` runs the ``.tflite`` files with LiteRT and never imports
+TensorFlow; ``openvino`` runs OpenVINO (bf16 where the CPU has it);
+``savedmodel`` runs TensorFlow (its GPU path, where TensorFlow sees one).
+Commands open one through :func:`livepuppet.runtime.choose.open_engine`, which
+also runs ``--engine auto``. A new back end is one module here, a row in
+:data:`OPENERS`, and a planner in :mod:`livepuppet.runtime.plan`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from livepuppet.errors import LivepuppetError
-from livepuppet.modelfolder.manifest import read_manifest
+from importlib import import_module
+from livepuppet.modelfolder.schema import ModelFolder
 from livepuppet.runtime.engines.base import Engine, Keypoints, SourceData
+from livepuppet.runtime.plan import Plan
 
-ENGINES = ("auto", "tflite", "openvino", "savedmodel")
-
-
-def open_engine(folder: str | Path, kind: str = "tflite", threads: int | None = None, *,
-                precision: str | None = None, kp_precision: str | None = None, device: str = "cpu",
-                exact: bool = False) -> Engine:
-    """Open ``folder`` on the back end ``kind``.
-
-    ``precision`` / ``kp_precision`` (fp32, bf16, fp16) apply to OpenVINO, which
-    computes at the precision that fits the CPU unless told; ``exact`` asks for
-    float32 everywhere, on any engine.
-    """
-    manifest = read_manifest(folder)
-    if kind == "auto":
-        from livepuppet.runtime.engines.auto import open_auto
-
-        return open_auto(manifest, threads=threads, device=device, exact=exact)
-    if kind == "tflite":
-        from livepuppet.runtime.engines.tflite import TFLiteEngine
-
-        if exact and manifest.precision != "fp32":
-            raise LivepuppetError(f"{manifest.folder} holds {manifest.precision} TFLite models; --exact needs an fp32 "
-                                  "folder (convert again with --precision fp32) or --engine openvino")
-        return TFLiteEngine(manifest, threads=threads)
-    if kind == "openvino":
-        from livepuppet.runtime.engines.openvino import OpenVINOEngine
-
-        precision = "fp32" if exact else precision
-        return OpenVINOEngine(manifest, threads=threads, precision=precision,
-                              kp_precision="fp32" if exact else (kp_precision or "fp32"), device=device)
-    if kind == "savedmodel":
-        from livepuppet.runtime.engines.savedmodel import SavedModelEngine
-
-        return SavedModelEngine(manifest)
-    raise LivepuppetError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+# back end -> (module, class); imported only when used, so LiteRT never loads TensorFlow
+OPENERS = {
+    "tflite": ("livepuppet.runtime.engines.tflite", "TFLiteEngine"),
+    "openvino": ("livepuppet.runtime.engines.openvino", "OpenVINOEngine"),
+    "savedmodel": ("livepuppet.runtime.engines.savedmodel", "SavedModelEngine"),
+}
 
 
-def open_from_args(folder: str | Path, args) -> Engine:
-    """``open_engine`` with a command's ``--engine``, ``--threads``, ``--device``, ``--exact`` and ``--fast``."""
-    kind = getattr(args, "engine", None) or "auto"
-    device = getattr(args, "device", None) or "cpu"
-    if getattr(args, "fast", False):
-        if kind not in ("auto", "openvino") or getattr(args, "exact", False):
-            raise LivepuppetError("--fast runs the int8 OpenVINO generator: use it with --engine auto or openvino, "
-                                  "without --exact")
-        from livepuppet.runtime import cpu
-        from livepuppet.runtime.engines.auto import fast_kp_precision
-
-        if not cpu.current().int8:
-            raise LivepuppetError("--fast runs int8, and this CPU has no int8 dot products (AMX-INT8, AVX512-VNNI "
-                                  "or AVX-VNNI): it would be slower than the default here; run without --fast")
-
-        return open_engine(folder, "openvino", getattr(args, "threads", None), precision="int8",
-                           kp_precision=fast_kp_precision(read_manifest(folder)), device=device)
-    return open_engine(folder, kind, getattr(args, "threads", None), device=device,
-                       exact=bool(getattr(args, "exact", False)))
+def open_plan(folder: ModelFolder, chosen: Plan, threads: int | None = None, *, cache: bool = True) -> Engine:
+    """The engine for ``chosen``. ``cache``: keep compiled models in the user cache (for the one that runs)."""
+    module, name = OPENERS[chosen.engine]
+    cls = getattr(import_module(module), name)
+    return cls(folder, chosen, threads, cache=cache)
 
 
-__all__ = ["Engine", "Keypoints", "SourceData", "open_engine", "open_from_args", "ENGINES"]
+__all__ = ["Engine", "Keypoints", "SourceData", "open_plan", "OPENERS"]

@@ -1,4 +1,10 @@
-"""The engine interface: four model calls, with static-batch padding done once here."""
+"""The engine interface: four model calls, with static-batch padding done once here.
+
+An engine runs one :class:`~livepuppet.runtime.plan.Plan` of one model folder;
+back ends implement :meth:`Engine._run` and open the plan's files. Every back
+end checks each file's inputs against the folder's signature as it opens it, so
+a file of another network (or size) is a one-line error, not a crash mid-run.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livepuppet.modelfolder.manifest import Manifest
+from livepuppet.errors import ModelFolderError
+from livepuppet.modelfolder.schema import ModelFolder, Signature
+from livepuppet.runtime.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -35,16 +43,20 @@ class Engine(ABC):
 
     name = "engine"
 
-    def __init__(self, manifest: Manifest):
-        self.manifest = manifest
-        self.frame_size = manifest.frame_size
-        self.num_kp = manifest.num_kp
-        self.batch = manifest.batch
+    def __init__(self, folder: ModelFolder, plan: Plan):
+        self.folder = folder
+        self.plan = plan
+        self.frame_size = folder.frame_size
+        self.num_kp = folder.num_kp
+        self.batch = folder.batch
 
     @property
     def label(self) -> str:
-        """What runs, as said to users: ``tflite fp32``, ``openvino bf16 on CPU``."""
-        return f"{self.name} {self.manifest.precision}"
+        """What runs, as said to users: ``tflite fp32``, ``openvino bf16 (keypoints fp32)``."""
+        return self.plan.label
+
+    def close(self) -> None:
+        """Let go of the runtime's models (auto measures candidates one at a time)."""
 
     @abstractmethod
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,6 +109,21 @@ class Engine(ABC):
         out = self._batched("generator", {k: _f32(v) for k, v in inputs.items()},
                             ("driving_value", "driving_jacobian"))
         return out["prediction"]
+
+
+def check_inputs(folder: ModelFolder, network: str, actual: dict[str, tuple[int, ...]], path: object) -> None:
+    """A model file must take the inputs the folder's signature declares (-1 or None: any size)."""
+    signature: Signature = folder.signatures[network]
+    want = {t.name: t.shape for t in signature.inputs}
+    same = set(actual) == set(want) and all(_fits(actual[k], want[k]) for k in want)
+    if not same:
+        got = ", ".join(f"{k}{list(v)}" for k, v in sorted(actual.items()))[:120]
+        raise ModelFolderError(f"{path} is not this folder's {network} (it takes {got or 'nothing'}); "
+                               "convert the checkpoint again")
+
+
+def _fits(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    return len(actual) == len(declared) and all(a == d or a in (-1, None) for a, d in zip(actual, declared))
 
 
 def _f32(x: np.ndarray) -> np.ndarray:

@@ -1,38 +1,29 @@
-"""The OpenVINO back end: the model folder's IR on oneDNN, at the precision that fits the CPU.
+"""The OpenVINO back end: a plan's files on oneDNN (or an Intel GPU), each at the precision the plan says.
 
-bfloat16 where the CPU computes it natively (AMX, AVX512-BF16), float32
-elsewhere on x86, float16 on ARM; ``precision`` overrides. ``precision="int8"``
-runs the generator ``convert --fast`` quantised (:mod:`livepuppet.conversion.quantize`),
-its float parts at the CPU's precision, and ``kp_precision="int8"`` its keypoint
-detector (the models without an int8 form run at the CPU's float precision). Keypoint processing
-(a 2x2 inverse per keypoint, tiny) always runs at float32; the keypoint
-detector runs at ``kp_precision``, because every later stage inherits its
-keypoints and the soft-argmax at temperature 0.1 magnifies rounding tenfold.
+OpenVINO reads both kinds of file a folder holds: a network's ``.tflite``
+(the XNNPACK graph, which OpenVINO runs fastest without AMX; its tensors carry
+TFLite's names, mapped back through the variant's ``tensors``) and an IR
+``.xml`` (the plain-graph generator with bf16 weights that AMX runs fastest,
+or the int8 generator of ``convert --fast``). Compiled models are cached in the
+user's cache folder, keyed by the folder's content, so a second start takes a
+fraction of the first and the model folder itself is never written to.
 OpenVINO's ``infer`` releases the GIL, so the live loop's threads keep running.
 """
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-
 import numpy as np
 
+from livepuppet import paths
+from livepuppet.errors import LivepuppetError, ModelFolderError, one_line
+from livepuppet.modelfolder.schema import ModelFolder
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import weight_pages
-from livepuppet.errors import LivepuppetError, ModelFolderError
-from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest
-from livepuppet.runtime.engines.base import Engine
+from livepuppet.runtime.engines.base import Engine, check_inputs
+from livepuppet.runtime.plan import Plan, Step
 
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # livepuppet's names -> OpenVINO's hints
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # livepuppet's precision names -> OpenVINO's
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
-ALWAYS_FP32 = ("kp_processing",)
-INT8_MODELS = ("generator", "kp_detector")  # the models convert --fast quantises
-
-
-def default_precision(cpu: cpumod.CPU | None = None) -> str:
-    """fp32, bf16 or fp16: what OpenVINO should compute at on ``cpu`` (this one by default)."""
-    return (cpu or cpumod.current()).fast_precision()
 
 
 def devices() -> list[str]:
@@ -45,87 +36,58 @@ def devices() -> list[str]:
 
 
 class OpenVINOEngine(Engine):
-    """Runs the four IR models of a model folder with OpenVINO, all cores, latency hint."""
+    """Compiles each network of a plan with OpenVINO: latency hint, the plan's precision, ``threads`` cores."""
 
     name = "openvino"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None, precision: str | None = None,
-                 kp_precision: str = "fp32", device: str = "cpu", cache: bool = True):
-        super().__init__(manifest)
+    def __init__(self, folder: ModelFolder, plan: Plan, threads: int | None = None, cache: bool = True):
+        super().__init__(folder, plan)
         try:
             import openvino as ov
         except ImportError:
             raise LivepuppetError("the openvino engine needs OpenVINO: pip install openvino") from None
-        self.int8 = precision == "int8"
-        self.precision = "int8" if self.int8 else precision or default_precision()
-        self.kp_precision = kp_precision
-        self.device = _device(device, ov)
+        self.device = _device(plan.device, ov)
         self.threads = threads or cpumod.usable_cores()
         core = ov.Core()
-        cache = _cache_dir(manifest.folder) if cache else None
-        if cache is not None:
-            core.set_property({"CACHE_DIR": str(cache)})  # compiled models: start-up in a fraction of the time
-        self._requests = {}
-        for model in MODEL_NAMES:
-            precision = self._precision_of(model)
-            path = _ir_path(manifest, model, _ir_kind(manifest, model, precision))
-            hint = default_precision() if precision == "int8" else precision  # int8 models' float parts
-            try:
-                compiled = core.compile_model(str(path), self.device, self._config(hint))
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise ModelFolderError(f"OpenVINO cannot load {path} ({first}); convert again") from None
-            weight_pages.release(manifest.folder)  # the weights it mapped were read once, into its own copies
-            self._requests[model] = (compiled.create_infer_request(), [p.get_any_name() for p in compiled.outputs],
-                                     {p.get_any_name(): tuple(p.get_partial_shape().to_shape()) for p in compiled.inputs
-                                      if p.get_partial_shape().rank.get_length() == 0})
+        self.cache_dir = paths.user_cache("openvino", folder.content_key[:16]) if cache else None
+        if self.cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(self.cache_dir)})  # compiled models: start-up in a fraction
+        self._requests = {network: self._compile(core, network, step) for network, step in plan.steps.items()}
 
-    @property
-    def label(self) -> str:
-        kp = "" if self.kp_precision == self.precision else f", keypoints {self.kp_precision}"
-        return f"openvino {self.precision}{kp} on {self.device}"
-
-    def _precision_of(self, model: str) -> str:
-        if model in ALWAYS_FP32:
-            return "fp32"
-        precision = self.kp_precision if model == "kp_detector" else self.precision
-        return default_precision() if precision == "int8" and model not in INT8_MODELS else precision
+    def _compile(self, core, network: str, step: Step) -> tuple:
+        path = self.folder.file(step.variant)
+        try:
+            compiled = core.compile_model(str(path), self.device, self._config(step.compute))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFolderError(f"OpenVINO cannot load {path} ({one_line(first, 160)}); convert again") from None
+        for root in (self.folder.path, self.cache_dir):  # the weights it mapped were read once, into its own copies
+            if root is not None:
+                weight_pages.release(root)
+        to_file = dict(step.variant.tensors)
+        from_file = {v: k for k, v in to_file.items()}
+        inputs = {from_file.get(p.get_any_name(), p.get_any_name()): p for p in compiled.inputs}
+        shapes = {name: tuple(-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+                  for name, port in inputs.items()}
+        check_inputs(self.folder, network, shapes, path)
+        outputs = {from_file.get(p.get_any_name(), p.get_any_name()): p for p in compiled.outputs}
+        scalars = {name for name, shape in shapes.items() if not shape}
+        return compiled.create_infer_request(), inputs, outputs, scalars
 
     def _config(self, precision: str) -> dict:
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[precision]}
         if self.device == "CPU":
             # No pinning: the live loop's capture, preview and sink threads share these cores.
             config.update({"INFERENCE_NUM_THREADS": self.threads, "ENABLE_CPU_PINNING": False})
         return config
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        request, outputs, scalars = self._requests[model]
-        request.infer({k: v.reshape(()) if k in scalars else v for k, v in inputs.items()})
-        return {name: request.get_tensor(name).data.copy() for name in outputs}
+        request, ports, outputs, scalars = self._requests[model]
+        request.infer({ports[k]: v.reshape(()) if k in scalars else v for k, v in inputs.items()})
+        return {name: request.get_tensor(port).data.copy() for name, port in outputs.items()}
 
-
-def _ir_kind(manifest: Manifest, model: str, precision: str) -> str:
-    """Which of a model's IR files to compile: the int8 one, the one with bf16 weights, or float32.
-
-    The bf16-weights file computes the same to the bit at bf16, from half the
-    memory; folders converted on a CPU without bf16 (or before it) lack it."""
-    if precision == "int8":
-        return "openvino_int8"
-    if precision == "bf16" and manifest.model(model).get("openvino_bf16"):
-        return "openvino_bf16"
-    return "openvino"
-
-
-def _ir_path(manifest: Manifest, model: str, kind: str = "openvino") -> Path:
-    entry = manifest.model(model).get(kind)
-    if kind == "openvino_int8" and not entry:
-        raise ModelFolderError(f"{manifest.folder} has no int8 {model.replace('_', ' ')}; make one with "
-                               f"`livepuppet convert CHECKPOINT --out {manifest.folder} --fast`")
-    if not entry or not (manifest.folder / entry).is_file():
-        raise ModelFolderError(
-            f"{manifest.folder} has no OpenVINO models (converted by an older livepuppet or without OpenVINO); "
-            f"add them with `livepuppet convert CHECKPOINT --out {manifest.folder}`, or use --engine tflite")
-    return manifest.folder / entry
+    def close(self) -> None:
+        self._requests.clear()
 
 
 def _device(device: str, ov) -> str:
@@ -137,17 +99,10 @@ def _device(device: str, ov) -> str:
     return name
 
 
-def _cache_dir(folder: Path) -> Path | None:
-    """``.openvino-cache`` in the model folder when it is writable, else no cache.
+def cache_size() -> int:
+    """Bytes of compiled models in the user's cache folder (``doctor``)."""
+    root = paths.cache_dir() / "openvino"
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
 
-    A compiled blob per model and precision (vox-256: about 140 MB for a bf16
-    generator) halves the start-up of the next run; ``auto`` compiles the
-    candidates it only measures without it, so only the chosen one is kept."""
-    cache = Path(folder) / ".openvino-cache"
-    with contextlib.suppress(OSError):
-        cache.mkdir(exist_ok=True)
-        probe = cache / ".probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return cache
-    return None
+
+__all__ = ["OpenVINOEngine", "devices", "HINTS", "DEVICES", "cache_size"]

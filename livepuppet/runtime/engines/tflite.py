@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from livepuppet.errors import ModelFolderError
-from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest
-from livepuppet.runtime.engines.base import Engine
+from livepuppet.errors import ModelFolderError, one_line
+from livepuppet.modelfolder.schema import ModelFolder
+from livepuppet.quiet import native_stderr_silenced
+from livepuppet.runtime.engines.base import Engine, check_inputs
+from livepuppet.runtime.plan import Plan
 
 
-def _interpreter_module():
+def interpreter_module():
     """LiteRT's interpreter; TensorFlow's copy only when LiteRT is not installed."""
     try:
         from ai_edge_litert import interpreter
         return interpreter
     except ImportError:
-        import tensorflow as tf  # the one fallback the engine may import
+        from livepuppet.quiet import import_tensorflow  # the one fallback the engine may import
 
-        return tf.lite
+        return import_tensorflow().lite
 
 
 class TFLiteEngine(Engine):
-    """Runs the four ``.tflite`` files with LiteRT's interpreter and XNNPACK on ``threads`` cores.
+    """Runs a plan's four ``.tflite`` files with LiteRT's interpreter and XNNPACK on ``threads`` cores.
 
     XNNPACK packs a model's weights into memory of its own when the model's
     tensors are allocated, and reads them from the memory-mapped file to do so:
@@ -40,65 +40,32 @@ class TFLiteEngine(Engine):
 
     name = "tflite"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None):
-        super().__init__(manifest)
-        lite = _interpreter_module()
+    def __init__(self, folder: ModelFolder, plan: Plan, threads: int | None = None, cache: bool = True):  # noqa: ARG002
+        super().__init__(folder, plan)
+        lite = interpreter_module()
         self.threads = threads or os.cpu_count() or 1
-        paths = {model: manifest.path(model, "tflite") for model in MODEL_NAMES}
-        for path in paths.values():
-            if not path.is_file():
-                raise ModelFolderError(f"{path} is missing; convert the checkpoint again")
+        paths = {network: folder.file(step.variant) for network, step in plan.steps.items()}
         self._runners = {}
-        for model in sorted(MODEL_NAMES, key=lambda m: paths[m].stat().st_size, reverse=True):
-            path = paths[model]
+        for network in sorted(paths, key=lambda n: plan.steps[n].variant.files[0].bytes, reverse=True):
+            path = paths[network]
             try:
                 with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
                     interp = lite.Interpreter(model_path=str(path), num_threads=self.threads)
                     interp.allocate_tensors()  # applies XNNPACK, which packs the weights now
-            except (ValueError, RuntimeError) as exc:
-                raise ModelFolderError(f"{path} is not a valid TFLite model ({exc}); convert again") from None
-            self._runners[model] = interp.get_signature_runner("serving_default")
-            if model == "kp_detector":  # reads the file's tensor table: before its pages are dropped
-                _check_input_shape(self._runners[model], manifest, path)
+                runner = interp.get_signature_runner("serving_default")
+                inputs = {k: tuple(int(d) for d in v["shape_signature"]) for k, v in runner.get_input_details().items()}
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ModelFolderError(f"{path} is not a valid TFLite model ({one_line(str(exc), 120)}); "
+                                       "convert again") from None
+            check_inputs(folder, network, inputs, path)  # reads the file's tensor table: before its pages go
+            self._runners[network] = runner
             release_file_pages(path)
 
     def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._runners[model](**inputs)
 
-
-def _check_input_shape(runner, manifest: Manifest, path: Path) -> None:
-    """The model file, not only its manifest, must take frames of the manifest's size and batch."""
-    try:
-        actual = [int(d) for d in runner.get_input_details()["image"]["shape_signature"]]
-    except (KeyError, TypeError, ValueError):
-        raise ModelFolderError(f"{path} has no image input; convert the checkpoint again") from None
-    declared = [manifest.batch or -1, *manifest.frame_size, 3]
-    if actual != declared:
-        raise ModelFolderError(f"{path} takes frames of shape {actual[:4]}, but its manifest says {declared}; "
-                               "convert the checkpoint again")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what C++ code writes to stderr (file descriptor 2) to the null device meanwhile.
-
-    LiteRT logs its delegate set-up there, past Python's ``sys.stderr``; errors
-    still reach Python as exceptions, with their message.
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    def close(self) -> None:
+        self._runners.clear()
 
 
 def release_file_pages(path: Path) -> int:

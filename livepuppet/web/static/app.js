@@ -27,14 +27,19 @@ function canvas2d(canvas, w, h) {
   return canvas.getContext('2d', {willReadFrequently: true});
 }
 
-/** What the user can do from the keyboard: one table, as in livepuppet's live loop. */
-const KEYS = {
-  c: (app) => app.calibrate(),
-  '+': (app) => app.framer.zoomBy(1.1), '=': (app) => app.framer.zoomBy(1.1), '-': (app) => app.framer.zoomBy(1 / 1.1),
-  ArrowLeft: (app) => app.framer.panBy(-1, 0), ArrowRight: (app) => app.framer.panBy(1, 0),
-  ArrowUp: (app) => app.framer.panBy(0, -1), ArrowDown: (app) => app.framer.panBy(0, 1),
-  0: (app) => app.framer.resetView(), f: (app) => app.framer.toggleTracking(),
+/** What the page's actions do. Which key does which comes from keys.json, the page's part of livepuppet's one
+ * key table (livepuppet/live/keys.py), so a key means the same here and in the desktop preview. */
+const ACTIONS = {
+  calibrate: (app) => app.calibrate(),
+  zoom_in: (app) => app.framer.zoomBy(1.1), zoom_out: (app) => app.framer.zoomBy(1 / 1.1),
+  pan_left: (app) => app.framer.panBy(-1, 0), pan_right: (app) => app.framer.panBy(1, 0),
+  pan_up: (app) => app.framer.panBy(0, -1), pan_down: (app) => app.framer.panBy(0, 1),
+  reset_view: (app) => app.framer.resetView(), face_tracking: (app) => app.framer.toggleTracking(),
 };
+/** A KeyboardEvent's key as livepuppet names it (livepuppet/live/keys.py: key_name). */
+const KEY_NAMES = {ArrowLeft: 'left', ArrowRight: 'right', ArrowUp: 'up', ArrowDown: 'down', '=': '+', '_': '-',
+  Escape: 'esc'};
+const keyName = (key) => KEY_NAMES[key] || (key.length === 1 ? key.toLowerCase() : key);
 
 class App {
   constructor(puppet, runtime) {
@@ -55,10 +60,12 @@ class App {
       placement: JSON.stringify(puppet.placement)});
   }
 
-  bind() {
+  /** Buttons, drops and the keys of ``keys`` (keys.json: key name -> action id, and the help lines). */
+  bind(keys) {
     $('calibrate').addEventListener('click', () => this.calibrate());
+    $('keys').textContent = `keys: ${keys.help.map(([key, what]) => `${key} ${what}`).join(' · ')}`;
     document.addEventListener('keydown', (e) => {
-      const action = KEYS[e.key];
+      const action = ACTIONS[keys.actions[keyName(e.key)]];
       if (action && !e.ctrlKey && !e.metaKey && !e.altKey) {
         action(this);
         e.preventDefault();
@@ -203,9 +210,11 @@ function testHook(app) {
 async function main() {
   if (params.get('view') === 'avatar') document.body.classList.add('avatar-only');
   let app;
+  let keys;
   try {
     const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
     const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime);
+    keys = await (await fetch('keys.json')).json();
     app = new App(puppet, runtime);
   } catch (e) {
     showMessage(`the models could not start in this browser: ${e.message}`);
@@ -213,7 +222,7 @@ async function main() {
     document.body.dataset.state = 'failed';
     return;
   }
-  app.bind();
+  app.bind(keys);
   if (params.has('test')) {
     window.livepuppetTest = testHook(app);
     document.body.dataset.state = 'ready';
