@@ -121,7 +121,7 @@ def gflop_by_stage(model, stages: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def stage_errors(float_xml: Path, calibration, probe_inputs, stages: dict[str, str], kept: list[str]) -> dict:
+def stage_errors(float_xml: Path, calibration, probe_inputs, bottleneck_blocks: int, kept: list[str]) -> dict:
     """Each stage alone at int8 (its planned int8 groups; all else bf16), and the plan as a whole."""
     import openvino as ov
 
@@ -132,6 +132,7 @@ def stage_errors(float_xml: Path, calibration, probe_inputs, stages: dict[str, s
 
     core = ov.Core()
     original = core.read_model(str(float_xml))
+    stages = stage_of(describe(original), bottleneck_blocks)  # its own names: each conversion numbers its ops
     quantized = quantize_convolutions(core.read_model(str(float_xml)), calibration)
     found = [g for g in groups(quantized, describe(original)) if g.label not in kept]
     evaluate = Evaluator(original, probe_inputs, "bf16", usable_cores())
@@ -223,8 +224,8 @@ def main(argv: list[str]) -> int:
     peaks = {p: measure_peak_openvino(p) for p in ("bf16", "int8")}
     whole = frames(model, args.rounds)
     load_after = [round(v, 2) for v in os.getloadavg()]
-    errors = stage_errors(int8_graph_ir(checkpoint, cfg, workdir), calibration, probe_inputs, stages["int8"],
-                          record["kept"])
+    errors = stage_errors(int8_graph_ir(checkpoint, cfg, workdir), calibration, probe_inputs,
+                          cfg.generator.num_bottleneck_blocks, record["kept"])
     rows = []
     for stage in STAGES:
         row = {"stage": stage, "levels": errors.get(stage)}
