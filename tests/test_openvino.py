@@ -86,7 +86,7 @@ def test_bf16_weights_halve_the_file_and_compute_the_same(small: SmallModels, tm
     """At bf16 the bf16-weights IR computes what float32 weights compute, to the bit, from half the file."""
     from livepuppet.conversion import openvino_ir
     from livepuppet.conversion.graphs import Graphs
-    from livepuppet.conversion.targets.openvino import _ir_from
+    from livepuppet.conversion.targets.openvino import ir_from
     from livepuppet.fomm import config as cfgmod
     from livepuppet.fomm.checkpoint import load_checkpoint
 
@@ -94,7 +94,7 @@ def test_bf16_weights_halve_the_file_and_compute_the_same(small: SmallModels, tm
     graphs = Graphs(ckpt, cfgmod.infer(ckpt.generator, ckpt.kp_detector).with_frame_shape(64, 64), 1)
     network = graphs.traced("plain", tmp_path / "scratch", ["generator"])["generator"]
     fp32, bf16 = tmp_path / "generator.xml", tmp_path / "generator.bf16.xml"
-    _ir_from(network.saved, fp32)
+    ir_from(network.saved, fp32)
     stored = openvino_ir.save_with_bf16_weights(fp32, bf16)
     ratio = bf16.with_suffix(".bin").stat().st_size / fp32.with_suffix(".bin").stat().st_size
     print(f"\nbf16 weights: {stored} tensors, .bin {ratio:.2f}x the float32 one")
@@ -268,49 +268,7 @@ def test_bench_shows_every_engine(small: SmallModels, capsys) -> None:
     assert ("openvino bf16" in out) == cpu.current().bf16
 
 
-# --------------------------------------------------------------------------- --fast (int8 through NNCF)
-
-
-@pytest.fixture(scope="module")
-def fast_folder(small: SmallModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "fast"
-    assert main(["convert", str(small.checkpoint("zip")), "--out", str(out), "--fast", "--size", "64x64"]) == 0
-    return out
-
-
-def test_fast_convert_records_its_error(fast_folder: Path) -> None:
-    import openvino as ov
-
-    from livepuppet.conversion.quantize import kept_in_float
-
-    model = read_folder(fast_folder)
-    int8 = model.find("generator", "openvino", "plain", "int8")
-    print(f"\n--fast on SMALL: {int8.verified}, {len(int8.kept_precise)} layers kept in float")
-    # SMALL's random heads are hostile to int8 (measured 26 mean / 240 max levels; vox-256 0.64 / 5.3):
-    # the point here is that the error is measured and recorded, and auto keeps it out when over budget.
-    assert 0 < int8.verified.mean_levels < 64 and np.isfinite(int8.verified.max_levels)
-    quantized = ov.Core().read_model(str(model.file(int8)))
-    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
-    plain = ov.Core().read_model(str(model.file(model.find("generator", "openvino", "plain", "bf16"))))
-    assert list(int8.kept_precise) == kept_in_float(plain, 1)
-
-
-def test_fast_engine_against_float32(fast_folder: Path, capsys) -> None:
-    engine = open_engine(fast_folder, "auto", fast=True)
-    assert engine.label.startswith("openvino int8")
-    assert "--fast:" in capsys.readouterr().out  # its error is said
-    recorded = read_folder(fast_folder).find("generator", "openvino", precision="int8").verified
-    frames = timing.measure(engine).frames
-    reference = timing.measure(open_engine(fast_folder, "openvino", exact=True)).frames
-    mean, max_ = timing.levels(frames, reference)
-    print(f"\n--fast vs fp32 on the probe: mean {mean:.2f} max {max_:.1f}; recorded {recorded}")
-    assert mean == pytest.approx(recorded.mean_levels, rel=1e-3, abs=1e-3)
-    over = not timing.within_budget(recorded.mean_levels, recorded.max_levels)
-    assert over == (not open_engine(fast_folder, "auto").label.startswith("openvino int8"))
-    labels = [p.label for p in candidates(read_folder(fast_folder), Machine.current(), Request())]
-    assert any(label.startswith("openvino int8") for label in labels)
-    with pytest.raises(LivepuppetError, match="--fast.*--exact"):
-        open_engine(fast_folder, "openvino", fast=True, exact=True)
+# --------------------------------------------------------------------------- --fast: more in tests/test_int8.py
 
 
 def test_fast_without_an_int8_model_is_one_line(small: SmallModels) -> None:

@@ -105,10 +105,13 @@ def _stages(measured: timing.Measured, gflop: dict[str, float], batch: int) -> d
     return out
 
 
-def _row(measured: timing.Measured, gflop: float, peaks: dict[str, dict], quiet: bool) -> dict[str, Any]:
+def _row(measured: timing.Measured, gflop: float, peaks: dict[str, dict], quiet: bool,
+         folder: ModelFolder) -> dict[str, Any]:
     """One engine's line: its speed, its error against float32, and its floor at its precision."""
     p = peaks.get(measured.plan.precision)
     floor_ms = gflop / p["gflops"] * 1e3 if p else None
+    if measured.plan.precision == "int8":
+        floor_ms = int8_floor_ms(folder, measured.plan, gflop, peaks)
     per_frame = measured.timing.per_frame_ms
     return {"engine": measured.label, "per_frame_ms": per_frame, "fps": 1e3 / per_frame,
             "stages_ms": dict(measured.timing.stages_ms), "mean": measured.mean, "max": measured.max,
@@ -116,12 +119,38 @@ def _row(measured: timing.Measured, gflop: float, peaks: dict[str, dict], quiet:
             "floor_ratio": per_frame / floor_ms if floor_ms and quiet else None}
 
 
+def int8_gflop(folder: ModelFolder, chosen: Plan) -> float:
+    """The frame's int8 work: the convolutions of the plan's int8 files that run at int8 (``convert --fast``'s
+    plan keeps some in float), read from the files themselves."""
+    import openvino as ov
+
+    from livepuppet.conversion.int8_graph import groups
+
+    core = ov.Core()
+    return sum(group.gflop for step in chosen.steps.values() if step.variant.precision == "int8"
+               for group in groups(core.read_model(str(folder.file(step.variant)))))
+
+
+def int8_floor_ms(folder: ModelFolder, chosen: Plan, gflop: float, peaks: dict[str, dict]) -> float | None:
+    """An int8 plan's floor: its int8 work at the int8 peak, the rest of the frame at its float precision's."""
+    compute = chosen.steps["generator"].compute
+    if "int8" not in peaks or compute not in peaks:
+        return None
+    int8 = min(int8_gflop(folder, chosen), gflop)
+    return (int8 / peaks["int8"]["gflops"] + (gflop - int8) / peaks[compute]["gflops"]) * 1e3
+
+
+def peak_precisions(plans: list[Plan]) -> set[str]:
+    """The peaks the plans' floors need: each plan's precision, and an int8 plan's float one."""
+    return {p.precision for p in plans} | {p.steps["generator"].compute for p in plans if p.precision == "int8"}
+
+
 def summarise(folder: ModelFolder, results: list[timing.Measured], peaks: dict[str, dict], quiet: bool,
               batch: int, threads: int, reference_is_fp32: bool) -> dict[str, Any]:
     """The JSON-ready result: every engine's row, and the chosen one (auto's pick, or the one asked for)."""
     gflop = cfgmod.conv_gflop(folder.config)
     chosen = timing.fastest_within_budget(results) if reference_is_fp32 else results[-1]
-    rows = [_row(r, gflop["per_frame"], peaks, quiet) | {"auto": r is chosen} for r in results]
+    rows = [_row(r, gflop["per_frame"], peaks, quiet, folder) | {"auto": r is chosen} for r in results]
     mine = rows[results.index(chosen)]
     result = {"livepuppet_version": __version__, "machine": machine_info(), "engine": chosen.label,
               "model": {"folder": str(folder.path), "checkpoint": folder.checkpoint_name,
@@ -132,6 +161,7 @@ def summarise(folder: ModelFolder, results: list[timing.Measured], peaks: dict[s
               "quiet": quiet, "engines": rows, "mean": mine["mean"], "max": mine["max"]}
     if mine["floor_ms"]:
         result.update(peak=peaks[chosen.plan.precision], floor_ms=mine["floor_ms"])
+    result["peaks"] = peaks
     if mine["floor_ratio"]:
         result["floor_ratio"] = mine["floor_ratio"]
     return result
@@ -172,11 +202,22 @@ def _lines(result: dict[str, Any]) -> list[str]:
              f"{result['latency_ms']:.1f} ms from a frame to its avatar, camera not counted)"]
     if "peak" in result:
         p = result["peak"]
-        lines.append(f"floor: {result['gflop_per_frame']:.1f} GFLOP at this CPU's {p['precision']} peak of "
-                     f"{p['gflops']:.0f} GFLOP/s ({p['engine']}) = {result['floor_ms']:.0f} ms a frame")
+        work = ("its int8 convolutions at this CPU's int8 peak, the rest at its float peak" if p["precision"] == "int8"
+                else f"{result['gflop_per_frame']:.1f} GFLOP at this CPU's {p['precision']} peak of "
+                     f"{p['gflops']:.0f} GFLOP/s ({p['engine']})")
+        lines.append(f"floor: {work} = {result['floor_ms']:.0f} ms a frame")
         lines.append(f"this run: [bold]{result['floor_ratio']:.2f}x the floor[/]" if "floor_ratio" in result else
                      "[yellow]other programs used the CPU meanwhile: timings are pessimistic, "
                      "and no fraction of the floor is stated[/]")
+    for key, p in sorted(result["peaks"].items()):
+        kernel = f", the convolution alone {p['kernel_gflops']:.0f}" if p.get("kernel_gflops") else ""
+        lines.append(f"peak {key}: {p['gflops']:.0f} GFLOP/s ({p['engine']}{kernel})")
+    row = next((r for r in result["engines"] if r["engine"].startswith("openvino int8")), None)
+    if row:  # the first int8 candidate is what --fast runs
+        ratio = f"{row['floor_ratio']:.2f}x" if row["floor_ratio"] else "not stated (busy CPU)"
+        lines.append(f"{row['engine']} (--fast): {row['mean']:.2f} mean / {row['max']:.1f} max levels from float32, "
+                     f"which is the original FOMM to 1e-4 (tests/reference); its floor (its int8 work at the int8 "
+                     f"peak, the rest at the float one) {_f(row['floor_ms'], 0)} ms, this run {ratio}")
     m = result["machine"]
     lines.append(f"machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores; load "
                  f"{' '.join(f'{v:.1f}' for v in m['load_average'] or [])}; LiteRT {m['litert']}, "
@@ -228,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"timing {folder.path.name}: {', '.join(p.label for p in plans)}...")
         with timing.Contention() as watch:
             results = timing.measure_plans(folder, plans, args.threads, args.repeats, args.batch, BENCH_FRAMES)
-            peaks = peak.peaks({r.plan.precision for r in results}, args.threads)
+            peaks = peak.peaks(peak_precisions([r.plan for r in results]), args.threads)
         quiet = watch.others_share is not None and watch.others_share < QUIET_SHARE
         threads = args.threads or cpumod.usable_cores()
         result = summarise(folder, results, peaks, quiet, args.batch, threads, reference_is_fp32)

@@ -50,6 +50,10 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, targets: Itera
     out = Path(out)
     order = resolve_targets(targets)
     check_destination(out)
+    if "int8" in order:  # before minutes of other targets: a CPU without int8 dot products gets no int8
+        from livepuppet.conversion.quantize import check_cpu
+
+        check_cpu()
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_folder(out)

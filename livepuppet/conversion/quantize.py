@@ -1,57 +1,48 @@
-"""``convert --fast``: the OpenVINO generator quantised to int8 with NNCF, calibrated on the bundled face.
+"""``convert --fast``: OpenVINO networks with int8 convolutions (NNCF), calibrated on the bundled face.
 
-Post-training, static: NNCF measures each activation's range on generator
-inputs that the model makes itself (the bundled portrait, :mod:`.probe`, moving
-along 40 frames of synthetic head motion), then stores int8 weights and
-quantises activations at those ranges; the CPU runs it on VNNI or AMX-INT8.
+Post-training, static: NNCF measures the range of every convolution's input on
+inputs that the model makes itself (the bundled portrait,
+:mod:`~livepuppet.runtime.probe`, moving along :data:`CALIBRATION_FRAMES`
+frames of synthetic head motion), then stores int8 weights (per output
+channel) and quantises those inputs at the measured ranges; the CPU runs them
+on AMX-INT8 or VNNI, the rest of the network at its float precision.
 
-Two parts stay at the engine's float precision, found by measuring where
-int8 error comes from (vox-256, benchmarks/README.md):
-
-- the motion estimate, everything not downstream of the ``features`` input
-  (the dense motion hourglass, its mask and occlusion heads): an error there
-  moves whole regions of the warp, and it is a tenth of the work;
-- the final convolution (two, in the split form), which writes the pixels.
-
-The result's error against float32 is measured here and kept in the manifest;
-``bench`` prints it and ``auto`` only picks it inside the fidelity budget.
+Only convolution inputs are quantised. NNCF by default also quantises the
+inputs of additions and multiplications: the residual stream, batch-norm
+scales, the occlusion product and the sampling coordinates and weights of
+both warps. On vox-256 that was nearly all of int8's error (0.59 mean / 4.9 max
+levels against 0.19 / 2.2 with convolutions only, bench's random weights)
+and none of its speed. Which convolutions then stay in float is
+:mod:`.int8_plan`'s measurement; :mod:`livepuppet.conversion.targets.int8`
+puts it together.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import io
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 CALIBRATION_FRAMES = 40
-COMPUTE_OPS = ("Convolution", "GroupConvolution", "MatMul")
+# Every op type NNCF would otherwise quantise the inputs of, on the CPU: all but the convolutions
+NOT_QUANTISED = ("Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "Concat", "AvgPool", "MaxPool",
+                 "Interpolate", "ReduceMean", "ReduceSum", "ReduceMax", "Softmax", "MatMul", "MVN", "NormalizeL2",
+                 "SquaredDifference", "Power", "Sigmoid", "Clamp", "Exp", "Floor", "Select", "Gather")
 
 
-def kept_in_float(model, final_convs: int) -> list[str]:
-    """Names of the compute ops int8 would hurt most: the motion estimate and the last ``final_convs``."""
-    features = [p.get_node() for p in model.inputs if "features" in p.get_names()]
-    downstream, stack = set(), list(features)
-    while stack:
-        node = stack.pop()
-        for out in node.outputs():
-            for target in out.get_target_inputs():
-                child = target.get_node()
-                if child.get_friendly_name() not in downstream:
-                    downstream.add(child.get_friendly_name())
-                    stack.append(child)
-    compute = [op for op in model.get_ordered_ops() if op.get_type_name() in COMPUTE_OPS]
-    motion = [op.get_friendly_name() for op in compute if op.get_friendly_name() not in downstream]
-    last = [op.get_friendly_name() for op in compute if op.get_friendly_name() in downstream][-final_convs:]
-    return motion + last
+def generator_inputs(engine, frames: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """The generator's inputs, one frame at a time, for ``frames`` frames of the probe's head motion.
 
-
-def calibration_inputs(engine, frames: int = CALIBRATION_FRAMES) -> list[dict[str, np.ndarray]]:
-    """Generator inputs for the probe's head motion, computed by ``engine`` (float32)."""
+    Made as :func:`~livepuppet.runtime.timing.measure` makes them (the
+    first frame calibrates), by ``engine`` (float32): with ``seed`` 0 these are
+    exactly the generator calls auto's error check makes."""
     from livepuppet.runtime import probe
 
     size = engine.frame_size
     source = engine.encode_source(probe.portrait(size))
-    clip = probe.head_motion(size, frames + 1, seed=3)
+    clip = probe.head_motion(size, frames + 1, seed=seed)
     driving = engine.detect_keypoints(clip)
     samples = []
     for i in range(1, frames + 1):
@@ -62,17 +53,48 @@ def calibration_inputs(engine, frames: int = CALIBRATION_FRAMES) -> list[dict[st
     return samples
 
 
-def quantize_generator(xml: Path, out: Path, samples: list[dict[str, np.ndarray]], final_convs: int) -> list[str]:
-    """Write the int8 generator to ``out``; returns the names of the layers kept at the float precision."""
+class _Counted:
+    """A calibration set that reports each sample NNCF takes (our progress bar, not NNCF's)."""
+
+    def __init__(self, samples: list, tick: Callable[[], None]):
+        self.samples, self.tick = samples, tick
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator:
+        for sample in self.samples:
+            self.tick()
+            yield sample
+
+
+def quantize_convolutions(model: Any, samples: list[dict[str, np.ndarray]],
+                          tick: Callable[[], None] = lambda: None) -> Any:
+    """``model`` with every convolution's weights and inputs at int8 (per-channel weights, fast bias correction)."""
     import logging
 
     import nncf
-    import openvino as ov
 
     nncf.set_log_level(logging.ERROR)
-    model = ov.Core().read_model(str(xml))
-    kept = kept_in_float(model, final_convs)
-    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
-                              preset=nncf.QuantizationPreset.MIXED, ignored_scope=nncf.IgnoredScope(names=kept))
-    ov.save_model(quantized, str(out), compress_to_fp16=False)
-    return kept
+    scope = nncf.IgnoredScope(types=list(NOT_QUANTISED), validate=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars
+        return nncf.quantize(model, nncf.Dataset(_Counted(samples, tick)), subset_size=len(samples),
+                             preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope)
+
+
+def check_cpu() -> None:
+    """--fast only where the CPU has int8 dot products; elsewhere int8 would run slower than float."""
+    from livepuppet.errors import LivepuppetError
+    from livepuppet.runtime import cpu
+
+    if not cpu.current().int8:
+        raise LivepuppetError("--fast needs a CPU with int8 dot products (AMX-INT8, AVX512-VNNI or AVX-VNNI); "
+                              "this one has none, so its bf16/fp32 engines are the fast ones: convert without --fast")
+
+
+def calibration_images(size: tuple[int, int], frames: int = CALIBRATION_FRAMES) -> list[dict[str, np.ndarray]]:
+    """The keypoint detector's calibration inputs: the frames of the generator's head motion, one at a time."""
+    from livepuppet.runtime import probe
+
+    clip = probe.head_motion(size, frames + 1, seed=3)
+    return [{"image": clip[i:i + 1]} for i in range(1, frames + 1)]

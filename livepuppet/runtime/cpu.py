@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
-REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+REPORTED_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                  "amx_int8")
+# oneDNN's ONEDNN_MAX_CPU_ISA levels, lowest first, with the /proc/cpuinfo flags each level adds: a cap set
+# in the environment hides the flags of every level above it, so livepuppet chooses what oneDNN will run.
+ISA_LEVELS = (("SSE41", ()), ("AVX", ()), ("AVX2", ("avx2", "fma")), ("AVX2_VNNI", ("avx_vnni",)),
+              ("AVX2_VNNI_2", ()), ("AVX512_CORE", ("avx512f",)), ("AVX512_CORE_VNNI", ("avx512_vnni",)),
+              ("AVX512_CORE_BF16", ("avx512_bf16",)), ("AVX512_CORE_FP16", ("avx512_fp16",)),
+              ("AVX10_1_512", ()), ("AVX512_CORE_AMX", ("amx_tile", "amx_bf16", "amx_int8")),
+              ("AVX10_1_512_AMX", ()), ("AVX512_CORE_AMX_FP16", ("amx_fp16",)), ("AVX10_1_512_AMX_FP16", ()))
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,11 @@ class CPU:
         return "AMX" if self.amx else "AVX512-BF16" if "avx512_bf16" in self.flags else ""
 
     @property
+    def int8(self) -> str:
+        """The unit int8 dot products run on, as said to users: 'AMX-INT8', 'AVX512-VNNI', 'AVX-VNNI', or ''."""
+        return next((unit for flag, unit in INT8_UNITS if flag in self.flags), "")
+
+    @property
     def simd(self) -> str | None:
         return " ".join(f for f in REPORTED_FLAGS if f in self.flags) or None
 
@@ -62,6 +76,7 @@ class CPU:
         return f"{self.name}|{self.arch}|{self.simd}|{usable_cores()}"
 
 
+INT8_UNITS = (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"))
 _forced: CPU | None = None
 
 
@@ -79,7 +94,16 @@ def _read() -> CPU:
                     flags = value
     except OSError:
         pass
-    return CPU(name or platform.processor() or platform.machine(), platform.machine(), frozenset(flags.split()))
+    return CPU(name or platform.processor() or platform.machine(), platform.machine(),
+               frozenset(flags.split()) - hidden_by_isa_cap(os.environ.get(ISA_ENV, "")))
+
+
+def hidden_by_isa_cap(cap: str) -> frozenset[str]:
+    """The flags oneDNN will not use under ``ONEDNN_MAX_CPU_ISA=cap`` (none for ALL, unset or unknown)."""
+    names = [name for name, _ in ISA_LEVELS]
+    if cap.upper() not in names:
+        return frozenset()
+    return frozenset(f for _, flags in ISA_LEVELS[names.index(cap.upper()) + 1:] for f in flags)
 
 
 def current() -> CPU:

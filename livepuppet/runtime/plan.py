@@ -17,7 +17,10 @@ Per back end, the choices (measured: benchmarks/README.md):
   (always fp32) and, in one candidate, the keypoint detector (its soft-argmax
   magnifies rounding tenfold). With AMX the generator runs the plain graph,
   stored with bf16 weights (oneDNN's own kernels beat XNNPACK's rewrites
-  there); elsewhere it reads the ``.tflite`` of the XNNPACK graph.
+  there); elsewhere it reads the ``.tflite`` of the XNNPACK graph. Where the
+  folder has ``convert --fast``'s int8 generator and the CPU int8 dot products
+  (AMX-INT8, VNNI), it is a candidate too, its float layers at the reduced
+  precision.
 - TensorFlow (SavedModel) runs fp32, on a GPU where TensorFlow sees one.
 """
 
@@ -76,6 +79,11 @@ class Step:
     variant: Variant
     compute: str  # the precision it computes at (an int8 variant: its float layers')
 
+    @property
+    def precision(self) -> str:
+        """int8 where the variant is int8, else what it computes at."""
+        return "int8" if self.variant.precision == "int8" else self.compute
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -87,12 +95,11 @@ class Plan:
     @property
     def precision(self) -> str:
         """The generator's: int8 where its variant is int8, else what it computes at."""
-        step = self.steps["generator"]
-        return "int8" if step.variant.precision == "int8" else step.compute
+        return self.steps["generator"].precision
 
     @property
     def kp_precision(self) -> str:
-        return self.steps["kp_detector"].compute
+        return self.steps["kp_detector"].precision
 
     @property
     def exact(self) -> bool:
@@ -141,16 +148,29 @@ def _openvino(folder: ModelFolder, machine: Machine, request: Request) -> list[P
         return []
     plans = [exact]
     fast = "fp16" if request.device == "gpu" else machine.cpu.fast_precision()  # Intel GPUs compute fp16
-    if request.exact or fast == "fp32":
+    if request.exact:
         return plans
+    if fast == "fp32":  # no reduced float here; int8 (VNNI without bf16) computes its float layers at fp32
+        return plans + _int8(folder, machine, exact, fast)
     reduced = _with(exact, {n: fast for n in NETWORKS if n not in ALWAYS_FP32 and n != "kp_detector"})
     if machine.cpu.amx and (plain := folder.find("generator", "openvino", "plain", "bf16")) and fast == "bf16":
         reduced = _replace_step(reduced, "generator", Step(plain, "bf16"))
     plans += [reduced, _with(reduced, {"kp_detector": fast})]
-    int8 = folder.find("generator", "openvino", precision="int8")
-    if int8 is not None:
-        plans.append(_replace_step(plans[-1], "generator", Step(int8, fast)))
-    return plans
+    return plans + _int8(folder, machine, plans[-1], fast)
+
+
+def _int8(folder: ModelFolder, machine: Machine, reduced: Plan, fast: str) -> list[Plan]:
+    """The int8 generator where the folder has one and the CPU has int8 dot products (without them int8
+    runs slower than float), with the keypoint detector at int8 (``convert --fast`` writes that variant only
+    where it measured it within the budget), at ``fast``, and at fp32; the first is what ``--fast`` runs."""
+    generator = folder.find("generator", "openvino", precision="int8")
+    if generator is None or not machine.cpu.int8:
+        return []
+    int8 = _replace_step(reduced, "generator", Step(generator, fast))
+    keypoints = folder.find("kp_detector", "openvino", precision="int8")
+    first = [_replace_step(int8, "kp_detector", Step(keypoints, fast))] if keypoints else []
+    found = first + [int8, _with(int8, {"kp_detector": "fp32"})]
+    return list({p.key: p for p in found}.values())  # where the float precision is fp32, two are one
 
 
 def _with(plan: Plan, compute: Mapping[str, str]) -> Plan:
@@ -188,6 +208,9 @@ def plan(folder: ModelFolder, machine: Machine, request: Request) -> Plan:
     Every way this can fail is a one-line error that says what to do."""
     if request.exact and request.fast:
         raise LivepuppetError("--fast (reduced precision) and --exact (float32) contradict each other; pick one")
+    if request.fast and not machine.cpu.int8:
+        raise LivepuppetError("--fast runs int8, and this CPU has no int8 dot products (AMX-INT8, AVX512-VNNI or "
+                              "AVX-VNNI): it would be slower than the default here; run without --fast")
     if request.engine not in PLANNERS:
         raise LivepuppetError(f"unknown engine {request.engine!r}; choose one of {', '.join(ENGINES)}")
     if request.engine not in machine.runtimes:

@@ -40,7 +40,7 @@ def _xnnpack_graph(job: Job) -> None:
             variant = replace(lite, backend="openvino", verified=Verified())
         else:
             xml = job.tmp / DIRNAME / f"{name}.xml"
-            _ir_from(network.saved, xml)
+            ir_from(network.saved, xml)
             variant = Variant(name, "openvino", "xnnpack", "fp32", (job.entry(xml), job.entry(_bin(xml))))
         job.progress.update(task, advance=1, step="verifying")
         got = openvino_ir.run(job.tmp / variant.files[0].path, network.inputs, tensors=dict(variant.tensors))
@@ -55,7 +55,7 @@ def _plain_generator(job: Job) -> None:
     task = job.progress.add_task("generator (OpenVINO, plain graph, bf16 weights)", total=3, step="tracing")
     network = job.graphs.traced("plain", job.scratch_dir, ["generator"])["generator"]
     fp32 = job.scratch_dir / "generator.plain.fp32.xml"
-    _ir_from(network.saved, fp32)
+    ir_from(network.saved, fp32)
     job.scratch["generator.plain.fp32.xml"] = fp32
     job.progress.update(task, advance=1, step="bf16 weights")
     xml = job.tmp / DIRNAME / "generator.plain.bf16.xml"
@@ -72,7 +72,7 @@ def _plain_generator(job: Job) -> None:
     job.progress.update(task, advance=1, step="done")
 
 
-def _ir_from(saved: Path, xml: Path) -> None:
+def ir_from(saved: Path, xml: Path) -> None:
     """A float32 IR of a traced network, by way of a float32 .tflite made in passing."""
     source = xml.with_suffix(".tflite")
     xml.parent.mkdir(parents=True, exist_ok=True)
