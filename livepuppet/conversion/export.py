@@ -27,6 +27,7 @@ from livepuppet.fomm.checkpoint import Checkpoint
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.errors import LivepuppetError
 from livepuppet.runtime import cpu as cpumod
+from livepuppet.conversion import onnx_export
 from livepuppet.conversion import openvino_ir as openvino_export
 from livepuppet.modelfolder.manifest import FORMAT, MANIFEST, MODEL_NAMES
 from livepuppet.fomm.modules import FOMM, GRAPHS, XNNPACK
@@ -108,11 +109,12 @@ def model_specs(fomm: FOMM, batch: int | None) -> list[ModelSpec]:
         pred = fomm.generate((driving_value, driving_jacobian), (source_value, source_jacobian), features, source_small)
         return {"prediction": pred}
 
+    switch = [1] if fomm.rewrites.webgpu else []  # WebGPU takes no scalar tensors
     return [
         ModelSpec("kp_detector", [spec([batch, h, w, 3], tf.float32, "image")], detect, fomm.kp_detector),
         ModelSpec("source_encoder", [spec([1, h, w, 3], tf.float32, "source")], encode, fomm.source_encoder),
         ModelSpec("kp_processing", kp_specs("source", 1) + kp_specs("initial", 1) + kp_specs("driving", batch)
-                  + [spec([], tf.float32, "relative"), spec([], tf.float32, "adapt_scale")], process, tf.Module()),
+                  + [spec(switch, tf.float32, "relative"), spec(switch, tf.float32, "adapt_scale")], process, tf.Module()),
         ModelSpec("generator", kp_specs("driving", batch) + kp_specs("source", 1)
                   + [spec(feat_shape, tf.float32, "features"), spec(small_shape, tf.float32, "source_small")],
                   generate, fomm.generator),
@@ -127,7 +129,14 @@ def _export_module(model: ModelSpec) -> tf.Module:
 
 
 def _to_tflite(saved_model: Path, precision: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    return _tflite_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)), precision)
+
+
+def _traced_tflite(module: tf.Module, concrete, precision: str = "fp32") -> bytes:
+    return _tflite_bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete], module), precision)
+
+
+def _tflite_bytes(converter, precision: str) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on LiteRT alone
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -172,7 +181,7 @@ def sample_inputs(fomm: FOMM, model: ModelSpec, batch: int, seed: int = 0) -> di
         elif s.name.endswith("jacobian"):
             out[s.name] = (np.eye(2) + rng.normal(0, 0.1, shape)).astype(np.float32)
         elif s.name in ("relative", "adapt_scale"):
-            out[s.name] = np.float32(1.0)
+            out[s.name] = np.ones(shape, np.float32)
         elif s.name in ("image", "source"):
             out[s.name] = rng.uniform(0, 1, shape).astype(np.float32)
     if model.name == "generator":
@@ -216,13 +225,16 @@ def build(checkpoint: Checkpoint, cfg: ModelConfig, out: Path, *, precision: str
                 if on_model_built:
                     on_model_built(model.name)
             openvino = _build_openvino(checkpoint, cfg, fomm, tmp, models, precision, batch, progress)
-        _print_errors(console, errors, precision, openvino)
-        _check_errors(errors, precision, openvino)
+            portable = _build_portable(checkpoint, cfg, tmp, models, precision, batch, progress)
+        _print_errors(console, errors, precision, openvino, portable)
+        _check_errors(errors, precision, openvino, portable)
         manifest = {
             "format": FORMAT, "livepuppet_version": __version__, "config": cfg.to_dict(),
             "checkpoint": {"name": checkpoint.path.name, "sha256": checkpoint.sha256},
             "precision": precision, "batch": batch, "models": models,
-            "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {})},
+            "graphs": {"tflite": "xnnpack", **({"openvino": openvino["graph"]} if openvino else {}),
+                       **{kind: v["graph"] for kind, v in portable.items()}},
+            **{kind: {k: v for k, v in entry.items() if k != "graph"} for kind, entry in portable.items()},
             "tensorflow_version": tf.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if fast:
@@ -314,9 +326,7 @@ def _build_openvino(checkpoint: Checkpoint, cfg: ModelConfig, fomm: FOMM, tmp: P
         reuse = ov_fomm is fomm and model_precision(model.name, precision) == "fp32"
         if not reuse:
             source = tmp / f".{model.name}.openvino.tflite"
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            source.write_bytes(converter.convert())
+            source.write_bytes(_traced_tflite(module, concrete))
         xml = tmp / openvino_export.DIRNAME / f"{model.name}.xml"
         try:
             openvino_export.convert(source, xml)
@@ -349,6 +359,67 @@ def _build_bf16_weights(xml: Path, inputs: dict[str, np.ndarray], entry: dict) -
     return _max_error(want, got)
 
 
+@dataclass(frozen=True)
+class Portable:
+    """A model set beside the TFLite one, from another graph: where it goes and how it is written and run."""
+
+    graph: str  # a name in GRAPHS
+    folder: str
+    suffix: str
+    key: str  # the manifest key of each model's file
+    stored: dict[str, str]  # folder precision -> the precision its files keep
+    wanted: Callable[[int | None], bool]  # by the folder's batch
+    write: Callable[[tf.Module, ModelSpec, Path, str], None]
+    run: Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def _write_webgpu(module: tf.Module, model: ModelSpec, path: Path, precision: str) -> None:
+    path.write_bytes(_traced_tflite(module, module.serve.get_concrete_function(), precision))
+
+
+def _write_onnx(module: tf.Module, model: ModelSpec, path: Path, precision: str) -> None:  # noqa: ARG001 - fp32
+    onnx_export.convert(module.serve, model.inputs, path)
+
+
+PORTABLE = {
+    # The page on WebGPU: one frame a call; WebGPU computes in float, so int8 weights are stored as fp16 there.
+    "webgpu": Portable("browser", "webgpu", ".tflite", "tflite_webgpu", {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"},
+                       lambda batch: batch == 1, _write_webgpu, run_tflite),
+    # ONNX Runtime, where tf2onnx is installed (the onnx extra); float32, the precision is the provider's.
+    "onnx": Portable("onnx", onnx_export.DIRNAME, ".onnx", "onnx", {"fp32": "fp32", "fp16": "fp32", "int8": "fp32"},
+                     lambda batch: onnx_export.available(), _write_onnx, onnx_export.run),
+}
+
+
+def _build_portable(checkpoint: Checkpoint, cfg: ModelConfig, tmp: Path, models: dict, precision: str,
+                    batch: int | None, progress: Progress) -> dict[str, dict]:
+    """Each :data:`PORTABLE` set this folder wants, its models verified against their TensorFlow graph."""
+    out = {}
+    for kind, variant in PORTABLE.items():
+        if not variant.wanted(batch):
+            continue
+        stored = variant.stored[precision]
+        fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[variant.graph])
+        errors = {}
+        for model in model_specs(fomm, batch):
+            task = progress.add_task(f"{model.name} ({kind})", total=2, step="converting")
+            module = _export_module(model)
+            path = tmp / variant.folder / f"{model.name}{variant.suffix}"
+            path.parent.mkdir(exist_ok=True)
+            variant.write(module, model, path, model_precision(model.name, stored))
+            progress.update(task, advance=1, step="verifying")
+            inputs = sample_inputs(fomm, model, batch or 2)
+            concrete = module.serve.get_concrete_function()
+            expected = {k: v.numpy() for k, v in concrete(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+            errors[model.name] = _max_error(expected, variant.run(path, inputs))
+            models[model.name][variant.key] = path.relative_to(tmp).as_posix()
+            progress.update(task, advance=1, step="done")
+        out[kind] = {"graph": variant.graph, "precision": stored, "errors": errors}
+        if kind == "onnx":
+            out[kind].update(opset=onnx_export.OPSET, tf2onnx=onnx_export.version())
+    return out
+
+
 def _build_fast(tmp: Path, manifest: dict, openvino: dict | None, console: Console) -> dict:
     """``--fast``: the int8 generator (:mod:`.quantize`), its error against float32 said and recorded."""
     if not openvino:
@@ -365,22 +436,28 @@ def _build_fast(tmp: Path, manifest: dict, openvino: dict | None, console: Conso
 
 
 def _print_errors(console: Console, errors: list[tuple[str, float, float]], precision: str,
-                  openvino: dict | None) -> None:
+                  openvino: dict | None, portable: dict[str, dict] | None = None) -> None:
     table = Table(title="self-verification: max abs error against the TensorFlow graph")
     table.add_column("model")
     table.add_column("SavedModel (fp32)", justify="right")
     table.add_column("TFLite", justify="right")
-    if openvino:
-        table.add_column(f"OpenVINO fp32 ({openvino['graph']} graph)", justify="right")
+    extra = {f"OpenVINO fp32 ({openvino['graph']} graph)": openvino} if openvino else {}
+    titles = {"webgpu": "WebGPU TFLite", "onnx": "ONNX (CPU)"}
+    extra |= {titles[kind]: v for kind, v in (portable or {}).items()}
+    for title in extra:
+        table.add_column(title, justify="right")
     for name, saved, lite in errors:
         row = [name, f"{saved:.2e}", f"{lite:.2e} ({model_precision(name, precision)})"]
-        table.add_row(*row, *([f"{openvino['errors'][name]:.2e}"] if openvino else []))
+        cells = [f"{v['errors'][name]:.2e}" + (f" ({model_precision(name, v['precision'])})"
+                                               if v.get("precision", "fp32") != "fp32" else "") for v in extra.values()]
+        table.add_row(*row, *cells)
     console.print(table)
     for name, err in (openvino or {}).get("bf16_weights", {}).items():
         console.print(f"{name} with bf16 weights (OpenVINO bf16): {err:.2e} from the float32 IR at bf16")
 
 
-def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None = None) -> None:
+def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvino: dict | None = None,
+                  portable: dict[str, dict] | None = None) -> None:
     for name, err in (openvino or {}).get("bf16_weights", {}).items():
         if not err <= BF16_WEIGHTS_TOLERANCE:
             raise VerificationError(f"the {name} stored at bf16 computes {err:.2e} away from the float32 one at "
@@ -391,6 +468,12 @@ def _check_errors(errors: list[tuple[str, float, float]], precision: str, openvi
         worst = max(saved, lite) if stored == "fp32" else saved
         if openvino:
             worst = max(worst, openvino["errors"][name])
+        for variant in (portable or {}).values():
+            kept = model_precision(name, variant["precision"])
+            if kept == "fp32":
+                worst = max(worst, variant["errors"][name])
+            elif not variant["errors"][name] <= REDUCED_TOLERANCE[kept]:
+                lite, stored = variant["errors"][name], kept
         if stored != "fp32" and not lite <= REDUCED_TOLERANCE[stored]:  # NaN fails too
             raise VerificationError(
                 f"the {stored} {name} differs from the float32 graph by {lite:.2e} (limit {REDUCED_TOLERANCE[stored]:g}); "

@@ -132,26 +132,10 @@ def _asymmetric_nearest(graph) -> None:
                     a.s = b"asymmetric"
 
 
-def session(path: Path, providers: list, threads: int | None = None):
-    """An ONNX Runtime session for ``path`` on ``providers`` (names, or (name, options) pairs), logs off."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads or 0
-    return ort.InferenceSession(str(path), options, providers=providers)
-
-
-def feed(sess, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Named float32 inputs reshaped to the session's declared ranks (a scalar switch may be declared (1,))."""
-    ranks = {i.name: len(i.shape) for i in sess.get_inputs()}
-    return {k: np.asarray(v, np.float32).reshape(np.shape(v) if ranks[k] == np.ndim(v) else [1] * ranks[k])
-            for k, v in inputs.items()}
-
-
 def run(path: Path, inputs: dict[str, np.ndarray], threads: int | None = None) -> dict[str, np.ndarray]:
     """One call of ``path`` on the CPU provider (export's self-verification)."""
-    sess = session(path, ["CPUExecutionProvider"], threads or os.cpu_count())
+    from livepuppet.runtime.engines.onnx import feed, session
+
+    sess = session(path, [("CPUExecutionProvider", {})], threads or os.cpu_count())
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feed(sess, inputs))))

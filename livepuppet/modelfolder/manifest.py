@@ -52,7 +52,9 @@ class Manifest:
         return self.folder / self.model(name)[kind]
 
 
-OPTIONAL_KINDS = ("openvino", "openvino_bf16", "openvino_int8")
+# Written by convert where their back end is installed (OpenVINO, ONNX: the onnx extra) or used (the page's
+# WebGPU graph: batch 1); a folder without them runs on the others.
+OPTIONAL_KINDS = ("openvino", "openvino_bf16", "openvino_int8", "onnx", "tflite_webgpu")
 MAX_MANIFEST_BYTES = 1 << 20  # a real one is about 20 KB
 MAX_SIDE = 4096  # pixels per frame side: far above any FOMM model, far below what exhausts memory
 MAX_BATCH = 1024
@@ -85,7 +87,7 @@ def _schema_problem(data: Any, folder: Path) -> str | None:
             return f"its {name} entry is malformed"
         for kind in ("tflite", "savedmodel", *OPTIONAL_KINDS):
             if kind in OPTIONAL_KINDS and kind not in entry:
-                continue  # OpenVINO models: added by convert since 0.1 when OpenVINO is installed
+                continue
             problem = _path_problem(entry.get(kind), folder)
             if problem:
                 return f"the {kind} path of {name} {problem}"
