@@ -45,6 +45,7 @@ from livepuppet import __version__
 from livepuppet.fomm import config as cfgmod
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.runtime.engines import Engine, open_engine
+from livepuppet.runtime.engines.auto import ORT_DISTRIBUTIONS
 from livepuppet.errors import LivepuppetError
 from livepuppet.modelfolder.manifest import read_manifest
 from livepuppet.runtime.pipeline import Pipeline
@@ -81,6 +82,7 @@ def machine_info() -> dict[str, Any]:
         "tensorflow": _version("tensorflow"),
         "litert": _version("ai-edge-litert"),
         "openvino": _version("openvino"),
+        "onnxruntime": next((v for v in map(_version, ORT_DISTRIBUTIONS) if v), None),
         "numpy": np.__version__,
         "livepuppet": __version__,
     }
@@ -298,7 +300,7 @@ def stage_calls(engine: Engine, source: np.ndarray, calibration: np.ndarray,
 
 def measure(folder: str | Path, engine: str = "tflite", threads: int | None = None, batch: int = 1,
             repeats: int = 5, peak: dict[str, Any] | None | bool = True,
-            engine_obj: Engine | None = None) -> dict[str, Any]:
+            engine_obj: Engine | None = None, device: str = "cpu") -> dict[str, Any]:
     """Time every stage of the model in ``folder``; returns the JSON-ready result.
 
     ``peak``: True measures the peak convolution speed here, a dict reuses
@@ -312,7 +314,7 @@ def measure(folder: str | Path, engine: str = "tflite", threads: int | None = No
     if engine_obj is None:
         if engine == "savedmodel":
             _tf_threads(threads)
-        engine_obj = open_engine(folder, engine, threads)
+        engine_obj = open_engine(folder, engine, threads, device=device)
     size = engine_obj.frame_size
     frames = synthetic_frames(batch + 1, size, seed=1)
     source, driving = frames[0], frames[1:]
@@ -465,7 +467,8 @@ def run(args: argparse.Namespace) -> int:
                                          device=getattr(args, "device", None) or "cpu")
             best = next(r for r in rows if r.get("auto"))
             engine_obj = open_engine(folder, best["candidate"].engine, threads, precision=best["candidate"].precision,
-                                     kp_precision=best["candidate"].kp_precision)
+                                     kp_precision=best["candidate"].kp_precision,
+                                     device=best["candidate"].provider or getattr(args, "device", None) or "cpu")
             result = measure(folder, threads=threads, batch=batch, repeats=repeats, engine_obj=engine_obj,
                              peak=best.get("peak") or True)
             result["engines"] = [{**{k: v for k, v in r.items() if k not in ("candidate", "result")},
@@ -473,7 +476,8 @@ def run(args: argparse.Namespace) -> int:
                                   "stages_ms": {k: v["ms"] for k, v in r["result"]["stages"].items()}}
                                  for r in rows]
         else:
-            result = measure(folder, "tflite" if engine == "auto" else engine, threads, batch, repeats)
+            result = measure(folder, "tflite" if engine == "auto" else engine, threads, batch, repeats,
+                             device=getattr(args, "device", None) or "cpu")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

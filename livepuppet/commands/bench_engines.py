@@ -76,7 +76,7 @@ def compare(folder: str | Path, threads: int | None = None, repeats: int = 5, ex
     manifest = read_manifest(folder)
     gflop = cfgmod.conv_gflop(cfgmod.from_dict(manifest.config, str(folder)))["per_frame"]
     rows, reference = [], None
-    for candidate in auto.candidates(manifest, auto.cpumod.current(), exact):
+    for candidate in auto.candidates(manifest, auto.cpumod.current(), exact, device):
         engine = auto.open_candidate(manifest, candidate, threads, device, cache=False)
         frames, _, _ = auto.measure(engine)
         reference = frames if reference is None else reference
@@ -84,10 +84,11 @@ def compare(folder: str | Path, threads: int | None = None, repeats: int = 5, ex
         result = measure(folder, threads=threads, repeats=repeats, peak=False, engine_obj=engine)
         rows.append({"candidate": candidate, "result": result, "mean": mean, "max": max_})
         del engine
-    # int8 has no floor here: its convolutions run at int8 and its kept layers at bf16
-    peak = peaks({r["candidate"].precision for r in rows} & set(OV_HINTS), threads)
+    # int8 has no floor here: its convolutions run at int8 and its kept layers at bf16; a GPU's is not the CPU's
+    on_cpu = [r for r in rows if not (r["candidate"].provider and auto.onnx_provider(r["candidate"].provider).gpu)]
+    peak = peaks({r["candidate"].precision for r in on_cpu} & set(OV_HINTS), threads)
     for row in rows:
-        p = peak.get(row["candidate"].precision)
+        p = peak.get(row["candidate"].precision) if row in on_cpu else None
         if p:
             row["peak"] = p
             row["floor_ms"] = gflop / p["gflops"] * 1e3

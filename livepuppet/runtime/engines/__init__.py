@@ -3,7 +3,8 @@
 ``open_engine(folder, "tflite")`` runs the ``.tflite`` files with LiteRT and
 never imports TensorFlow; ``"openvino"`` runs the OpenVINO IR (bfloat16 where
 the CPU has it); ``"savedmodel"`` runs the SavedModels with TensorFlow (its GPU
-path, where TensorFlow sees one). ``"auto"`` (:mod:`.auto`) picks the fastest
+path, where TensorFlow sees one); ``"onnx"`` runs the ONNX models with ONNX Runtime on the
+best execution provider installed (TensorRT, CUDA, DirectML, CoreML... or the CPU). ``"auto"`` (:mod:`.auto`) picks the fastest
 of them within the fidelity budget, measured once per model folder and machine.
 """
 
@@ -15,7 +16,7 @@ from livepuppet.errors import LivepuppetError
 from livepuppet.modelfolder.manifest import read_manifest
 from livepuppet.runtime.engines.base import Engine, Keypoints, SourceData
 
-ENGINES = ("auto", "tflite", "openvino", "savedmodel")
+ENGINES = ("auto", "tflite", "openvino", "savedmodel", "onnx")
 
 
 def open_engine(folder: str | Path, kind: str = "tflite", threads: int | None = None, *,
@@ -24,8 +25,9 @@ def open_engine(folder: str | Path, kind: str = "tflite", threads: int | None = 
     """Open ``folder`` on the back end ``kind``.
 
     ``precision`` / ``kp_precision`` (fp32, bf16, fp16) apply to OpenVINO, which
-    computes at the precision that fits the CPU unless told; ``exact`` asks for
-    float32 everywhere, on any engine.
+    computes at the precision that fits the CPU unless told, and ``precision`` to
+    ONNX Runtime's provider (fp32 unless told); ``exact`` asks for float32
+    everywhere, on any engine. ``device``: OpenVINO's, or ONNX Runtime's provider.
     """
     manifest = read_manifest(folder)
     if kind == "auto":
@@ -49,6 +51,11 @@ def open_engine(folder: str | Path, kind: str = "tflite", threads: int | None = 
         from livepuppet.runtime.engines.savedmodel import SavedModelEngine
 
         return SavedModelEngine(manifest)
+    if kind == "onnx":
+        from livepuppet.runtime.engines.onnx import ONNXEngine
+
+        return ONNXEngine(manifest, threads=threads, device=device,
+                          precision="fp32" if exact or precision is None else precision)
     raise LivepuppetError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
 
 

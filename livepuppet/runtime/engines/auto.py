@@ -26,6 +26,9 @@ from livepuppet.modelfolder.manifest import Manifest
 from livepuppet.runtime.engines.base import Engine
 
 BUDGET = {"max": 3.0, "mean": 0.3}  # 8-bit levels against float32, on the probe's frames
+OPENVINO_DEVICES = ("cpu", "gpu", "auto")  # the others name ONNX Runtime providers
+# onnxruntime's builds (one is installed): a new one may offer other providers
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
 CACHE = ".engine-choice.json"
 PROBE_FRAMES = 6
 console = Console()  # stdout: a status line, kept apart from the one-line errors on stderr
@@ -36,11 +39,13 @@ class Candidate:
     engine: str
     precision: str  # what the generator and source encoder compute at
     kp_precision: str  # the keypoint detector's
+    provider: str = ""  # the onnx engine's execution provider (engines.onnx.PROVIDERS)
 
     @property
     def label(self) -> str:
         kp = "" if self.kp_precision == self.precision else f" (keypoints {self.kp_precision})"
-        return f"{self.engine} {self.precision}{kp}"
+        where = f" on {onnx_provider(self.provider).label}" if self.provider else ""
+        return f"{self.engine} {self.precision}{kp}{where}"
 
 
 @dataclass
@@ -66,13 +71,16 @@ def within_budget(mean: float, max_: float) -> bool:
     return mean <= BUDGET["mean"] and max_ <= BUDGET["max"]
 
 
-def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list[Candidate]:
-    """What may run this folder here, the float32 reference first."""
+def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False, device: str = "cpu") -> list[Candidate]:
+    """What may run this folder here, the float32 reference first. ``device``: OpenVINO's device, or where
+    ONNX Runtime runs (cpu; gpu: every GPU provider installed; auto: every provider; or one by name)."""
     out = []
     if manifest.precision == "fp32" or not exact:
         out.append(Candidate("tflite", manifest.precision, "fp32" if manifest.precision == "int8"
                              else manifest.precision))
-    if _has_openvino(manifest):
+    for provider in _onnx_providers(manifest, device):
+        out += [Candidate("onnx", p, p, provider.name) for p in provider.precisions if p == "fp32" or not exact]
+    if _has_openvino(manifest) and device in OPENVINO_DEVICES:
         out.append(Candidate("openvino", "fp32", "fp32"))
         fast = cpu.fast_precision()
         if not exact and fast != "fp32":
@@ -81,6 +89,26 @@ def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False) -> list
             out.append(Candidate("openvino", "int8", fast))
     out.sort(key=lambda c: (c.precision != "fp32" or c.kp_precision != "fp32", c.engine != "tflite"))
     return out
+
+
+def _onnx_providers(manifest: Manifest, device: str) -> list:
+    """The ONNX Runtime providers ``device`` asks for, where the folder has ONNX models and onnxruntime is installed."""
+    from livepuppet.runtime.engines import onnx
+
+    offered = onnx.available()
+    if not offered or not all(manifest.model(m).get("onnx") for m in manifest.data.get("models", {})):
+        return []
+    if device == "cpu":
+        return [onnx.BY_NAME["cpu"]]
+    if device in ("gpu", "auto"):
+        return [p for p in offered if p.gpu or device == "auto"]
+    return [p for p in offered if p.name == device]
+
+
+def onnx_provider(name: str):
+    from livepuppet.runtime.engines.onnx import BY_NAME
+
+    return BY_NAME[name]
 
 
 def _has_openvino(manifest: Manifest) -> bool:
@@ -98,6 +126,11 @@ def open_candidate(manifest: Manifest, candidate: Candidate, threads: int | None
         from livepuppet.runtime.engines.tflite import TFLiteEngine
 
         return TFLiteEngine(manifest, threads=threads)
+    if candidate.engine == "onnx":
+        from livepuppet.runtime.engines.onnx import ONNXEngine
+
+        return ONNXEngine(manifest, threads=threads, device=candidate.provider, precision=candidate.precision,
+                          cache=cache)
     from livepuppet.runtime.engines.openvino import OpenVINOEngine
 
     return OpenVINOEngine(manifest, threads=threads, precision=candidate.precision,
@@ -131,7 +164,7 @@ def choose(manifest: Manifest, threads: int | None = None, device: str = "cpu", 
     so there always is a winner. One engine is open at a time: a vox-256
     engine holds several hundred MB, and a first run must not hold two."""
     results, reference = [], None
-    for candidate in candidates(manifest, cpumod.current(), exact):
+    for candidate in candidates(manifest, cpumod.current(), exact, device):
         engine = open_candidate(manifest, candidate, threads, device, cache=False)
         frames, frame_ms, generator_ms = measure(engine)
         del engine
@@ -149,7 +182,7 @@ def open_auto(manifest: Manifest, threads: int | None = None, device: str = "cpu
     cached = _read_cache(manifest.folder).get(key)
     if cached:
         candidate = Candidate(**cached["candidate"])
-        if candidate in candidates(manifest, cpumod.current(), exact):
+        if candidate in candidates(manifest, cpumod.current(), exact, device):
             engine = open_candidate(manifest, candidate, threads, device)
             _say(candidate, cached["generator_ms"], cached["frame_ms"], "measured before on this machine")
             return engine
@@ -169,7 +202,7 @@ def _say(candidate: Candidate, generator_ms: float, frame_ms: float, note: str) 
 
 
 def _cache_key(manifest: Manifest, threads: int | None, device: str, exact: bool) -> str:
-    versions = ",".join(f"{p}={_version(p)}" for p in ("openvino", "ai-edge-litert"))
+    versions = ",".join(f"{p}={_version(p)}" for p in ("openvino", "ai-edge-litert", *ORT_DISTRIBUTIONS))
     made = manifest.data.get("created", "")
     return (f"{cpumod.current().fingerprint}|threads={threads or cpumod.usable_cores()}|{device}|exact={exact}|"
             f"{versions}|{made}")

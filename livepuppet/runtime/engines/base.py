@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -101,3 +103,15 @@ class Engine(ABC):
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def writable_cache(folder: Path, name: str) -> Path | None:
+    """``folder/name`` for an engine's compiled models when it can be written, else None (no cache)."""
+    cache = Path(folder) / name
+    with contextlib.suppress(OSError):
+        cache.mkdir(exist_ok=True)
+        probe = cache / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return cache
+    return None

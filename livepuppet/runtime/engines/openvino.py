@@ -12,7 +12,6 @@ OpenVINO's ``infer`` releases the GIL, so the live loop's threads keep running.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import weight_pages
 from livepuppet.errors import LivepuppetError, ModelFolderError
 from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest
-from livepuppet.runtime.engines.base import Engine
+from livepuppet.runtime.engines.base import Engine, writable_cache
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # livepuppet's names -> OpenVINO's hints
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
@@ -135,11 +134,4 @@ def _cache_dir(folder: Path) -> Path | None:
     A compiled blob per model and precision (vox-256: about 140 MB for a bf16
     generator) halves the start-up of the next run; ``auto`` compiles the
     candidates it only measures without it, so only the chosen one is kept."""
-    cache = Path(folder) / ".openvino-cache"
-    with contextlib.suppress(OSError):
-        cache.mkdir(exist_ok=True)
-        probe = cache / ".probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return cache
-    return None
+    return writable_cache(folder, ".openvino-cache")
