@@ -5,7 +5,8 @@ The page, its scripts and the LiteRT.js runtime ship inside the package
 no npm is needed here. The same files serve two ways: from this local server
 (127.0.0.1 only, with the cross-origin isolation headers WebAssembly threads
 need), or written out by ``--export`` as a static folder any host can serve.
-The model files are the model folder's own ``.tflite`` files, unmodified.
+The model files are the model folder's own ``.tflite`` files, unmodified: the XNNPACK graph's
+for WebAssembly, and, where the folder has them, the browser graph's for WebGPU.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from livepuppet.modelfolder.manifest import MODEL_NAMES, Manifest, read_manifest
 STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
-PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "style.css")
+WEBGPU_KIND, WEBGPU_PREFIX = "tflite_webgpu", "webgpu/"  # the manifest's key, and where the page finds them
+PAGE_FILES = ("index.html", "app.js", "remote.js", "worker.js", "puppet.js", "framing.js", "style.css")
 # What lets the page use SharedArrayBuffer (WebAssembly threads): cross-origin isolation.
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -45,13 +47,22 @@ def web_manifest(manifest: Manifest) -> dict[str, Any]:
         raise ModelFolderError(f"{manifest.folder} has {batch}; the web page needs one frame per call: "
                                "convert it with --batch 1")
     h, w = manifest.frame_size
-    return {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
-            "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+    web = {"frame_size": [h, w], "num_kp": manifest.num_kp, "precision": manifest.precision,
+           "batch": manifest.batch, "models": {name: f"{name}.tflite" for name in MODEL_NAMES}}
+    if _has_webgpu_graph(manifest):  # the browser graph: every op on WebGPU (older folders: split with WebAssembly)
+        web["webgpu_models"] = {name: f"{WEBGPU_PREFIX}{name}.tflite" for name in MODEL_NAMES}
+    return web
+
+
+def _has_webgpu_graph(manifest: Manifest) -> bool:
+    return all(manifest.model(name).get(WEBGPU_KIND) for name in MODEL_NAMES)
 
 
 def model_files(manifest: Manifest) -> dict[str, Path]:
     """URL name under model/ -> file in the model folder, for every file the page may fetch."""
     files = {f"{name}.tflite": manifest.path(name, "tflite") for name in MODEL_NAMES}
+    if _has_webgpu_graph(manifest):
+        files |= {f"{WEBGPU_PREFIX}{name}.tflite": manifest.path(name, WEBGPU_KIND) for name in MODEL_NAMES}
     for path in files.values():
         if not path.is_file():
             raise ModelFolderError(f"{path} is missing; convert the checkpoint again")

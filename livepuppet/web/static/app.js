@@ -6,8 +6,11 @@
 //                   takes a software adapter (SwiftShader); wasm: never WebGPU
 //   threads=N|auto  WebAssembly threads (auto: all cores when the page is cross-origin isolated)
 //   test            no camera; window.livepuppetTest feeds frames and reads the canvas back
+// The models run in a Web Worker (worker.js, through remote.js): this thread only moves pixels,
+// draws and answers keys, so a key is answered while a frame renders (its answer time is measured
+// here: document.body.dataset.keys).
 import {Framer} from './framing.js';
-import {describeRuntime, Puppet, startRuntime, toImageData, toModelPixels} from './puppet.js';
+import {RemotePuppet} from './remote.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -36,9 +39,28 @@ const KEYS = {
   0: (app) => app.framer.resetView(), f: (app) => app.framer.toggleTracking(),
 };
 
+/** How long keys took to be answered (from the key event to its action done), in ms: all of them, and
+ * those pressed while a frame was in the worker. */
+class KeyTimes {
+  constructor() {
+    Object.assign(this, {count: 0, max: 0, during: 0, maxDuring: 0});
+  }
+
+  note(ms, duringFrame) {
+    this.count += 1;
+    this.max = Math.max(this.max, ms);
+    if (duringFrame) {
+      this.during += 1;
+      this.maxDuring = Math.max(this.maxDuring, ms);
+    }
+    document.body.dataset.keys = JSON.stringify(this);
+  }
+}
+
 class App {
-  constructor(puppet, runtime) {
+  constructor(puppet) {
     this.puppet = puppet;
+    this.keyTimes = new KeyTimes();
     this.framer = new Framer();
     const {width: w, height: h} = puppet;
     this.avatar = canvas2d($('avatar'), w, h);
@@ -49,7 +71,8 @@ class App {
     this.fps = 0;
     this.last = 0;
     this.totals = {}; // ms per stage summed over all frames (benchmarks/web_fps.py averages them)
-    $('backend').textContent = describeRuntime(runtime, puppet.placement);
+    const runtime = puppet.runtime;
+    $('backend').textContent = puppet.description;
     $('backend').title = runtime.gpuWhy ? `not on WebGPU: ${runtime.gpuWhy}` : '';
     Object.assign(document.body.dataset, {backend: runtime.accelerator, threads: runtime.threads,
       placement: JSON.stringify(puppet.placement)});
@@ -60,8 +83,10 @@ class App {
     document.addEventListener('keydown', (e) => {
       const action = KEYS[e.key];
       if (action && !e.ctrlKey && !e.metaKey && !e.altKey) {
+        const duringFrame = this.puppet.busy;
         action(this);
         e.preventDefault();
+        this.keyTimes.note(performance.now() - e.timeStamp, duringFrame);
       }
     });
     $('portrait').addEventListener('change', (e) => e.target.files[0] && this.loadPortrait(e.target.files[0]));
@@ -99,19 +124,18 @@ class App {
   }
 
   async setSource(rgba) {
-    await this.puppet.setSource(toModelPixels(rgba));
-    this.puppet.recalibrate();
+    await this.puppet.setSource(rgba);
     showMessage('');
     document.body.dataset.source = 'ready';
   }
 
   /** Animate one model-size RGBA frame onto the avatar canvas; counts frames and calibrations. */
   async drive(rgba) {
-    const calibrating = this.puppet.initial === null;
-    const out = await this.puppet.animate(toModelPixels(rgba));
-    this.avatar.putImageData(toImageData(out, this.image), 0, 0);
+    const {rgba: out, calibrated} = await this.puppet.animate(rgba);
+    this.image.data.set(out);
+    this.avatar.putImageData(this.image, 0, 0);
     this.frames += 1;
-    if (calibrating) {
+    if (calibrated) {
       this.calibrations += 1;
       $('calibrated').textContent = `at frame ${this.frames}`;
     }
@@ -204,9 +228,9 @@ async function main() {
   if (params.get('view') === 'avatar') document.body.classList.add('avatar-only');
   let app;
   try {
-    const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
-    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime);
-    app = new App(puppet, runtime);
+    const puppet = await RemotePuppet.start({backend: params.get('backend') || 'auto',
+      threads: params.get('threads') || 'auto'});
+    app = new App(puppet);
   } catch (e) {
     showMessage(`the models could not start in this browser: ${e.message}`);
     $('backend').textContent = 'none';
