@@ -29,7 +29,7 @@ from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime.engines.base import Engine, writable_cache
 
 PLACEMENT = ".onnx-placement.json"  # provider -> model -> {provider that ran them: {op: kernels}}
-INSTALL = "pip install 'livepuppet[onnx]' (or a GPU build of onnxruntime: see the README)"
+INSTALL = "pip install 'livepuppet[onnx]'; GPU builds: see the README"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _ort():
     try:
         import onnxruntime
     except ImportError:
-        raise LivepuppetError(f"the onnx engine needs ONNX Runtime: {INSTALL}") from None
+        raise LivepuppetError(f"the onnx engine needs ONNX Runtime ({INSTALL})") from None
     onnxruntime.set_default_logger_severity(3)  # its warnings are for developers, not users
     return onnxruntime
 
@@ -200,7 +200,7 @@ def _model_path(manifest: Manifest, model: str) -> Path:
     entry = manifest.model(model).get("onnx")
     if not entry or not (manifest.folder / entry).is_file():
         raise ModelFolderError(f"{manifest.folder} has no ONNX models (converted without the onnx extra, or by an "
-                               f"older livepuppet); install it ({INSTALL}) and convert the checkpoint again")
+                               f"older livepuppet): install the onnx extra ({INSTALL}) and convert the checkpoint again")
     return manifest.folder / entry
 
 
