@@ -80,7 +80,7 @@ def candidates(manifest: Manifest, cpu: cpumod.CPU, exact: bool = False, device:
                              else manifest.precision))
     for provider in _onnx_providers(manifest, device):
         out += [Candidate("onnx", p, p, provider.name) for p in provider.precisions if p == "fp32" or not exact]
-    if _has_openvino(manifest) and device in OPENVINO_DEVICES:
+    if _has_openvino(manifest) and _openvino_takes(device):
         out.append(Candidate("openvino", "fp32", "fp32"))
         fast = cpu.fast_precision()
         if not exact and fast != "fp32":
@@ -103,6 +103,15 @@ def _onnx_providers(manifest: Manifest, device: str) -> list:
     if device in ("gpu", "auto"):
         return [p for p in offered if p.gpu or device == "auto"]
     return [p for p in offered if p.name == device]
+
+
+def _openvino_takes(device: str) -> bool:
+    """OpenVINO runs on ``device``: its names only, and 'gpu' where it sees one (an NVIDIA GPU is ONNX Runtime's)."""
+    if device != "gpu":
+        return device in OPENVINO_DEVICES
+    from livepuppet.runtime.engines.openvino import devices
+
+    return any(d.startswith("GPU") for d in devices())
 
 
 def onnx_provider(name: str):
