@@ -198,8 +198,12 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
         assert sorted(signature["inputs"]) == sorted(inputs) and sorted(signature["outputs"]) == sorted(outputs)
 
     # (hidden files are what engines keep at run time: auto's choice, OpenVINO's compiled models)
+    # onnx/: ONNX Runtime's models (the onnx extra is installed); webgpu/: the page's browser graph (batch 1)
+    portable = {"onnx": ".onnx", **({"webgpu": ".tflite"} if batch == 1 else {})}
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
-        ["manifest.json", "openvino", *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
+        ["manifest.json", "openvino", *portable, *MODEL_NAMES, *(f"{m}.tflite" for m in MODEL_NAMES)])
+    for sub, suffix in portable.items():
+        assert sorted(p.name for p in (folder / sub).iterdir()) == sorted(f"{m}{suffix}" for m in MODEL_NAMES)
     bf16_copies = BF16_WEIGHTS if cpu.current().fast_precision() == "bf16" else ()  # test_openvino checks them
     assert sorted(p.name for p in (folder / "openvino").iterdir()) == sorted(
         [f"{m}.{ext}" for m in MODEL_NAMES for ext in ("xml", "bin")]

@@ -251,7 +251,7 @@ def test_damaged_model_files(small: SmallModels, tmp_path: Path, case: str, engi
 
 def test_unknown_engine(small: SmallModels) -> None:
     with pytest.raises(LivepuppetError, match="unknown engine"):
-        open_engine(small.model("legacy-fp32-b1"), "onnx")
+        open_engine(small.model("legacy-fp32-b1"), "tensorrt")
 
 
 def test_manifest_reader(small: SmallModels) -> None:

@@ -60,7 +60,8 @@ def test_openvino_bf16_error_is_bounded(small: SmallModels) -> None:
 def test_manifest_lists_the_openvino_models(small: SmallModels) -> None:
     folder = small.model("legacy-fp32-b1")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["graphs"] == {"tflite": "xnnpack", "openvino": openvino_graph(cpu.current())}
+    assert manifest["graphs"] == {"tflite": "xnnpack", "openvino": openvino_graph(cpu.current()),
+                                  "webgpu": "browser", "onnx": "onnx"}  # the last two: tests/test_onnx.py
     for name in MODEL_NAMES:
         xml = folder / manifest["models"][name]["openvino"]
         assert xml.is_file() and xml.with_suffix(".bin").is_file()
@@ -178,9 +179,10 @@ def test_auto_candidates_follow_the_cpu(small: SmallModels, bf16: bool) -> None:
     assert labels[0] == "tflite fp32"  # the reference, always first
     assert "openvino fp32" in labels
     assert ("openvino bf16" in labels) == bf16
-    assert [c.label for c in auto.candidates(manifest, machine, exact=True)] == ["tflite fp32", "openvino fp32"]
+    assert [c.label for c in auto.candidates(manifest, machine, exact=True)] == [
+        "tflite fp32", "onnx fp32 on CPU", "openvino fp32"]
     int8 = read_manifest(small.model("zip-int8-b2"))
-    assert [c.label for c in auto.candidates(int8, machine, exact=True)] == ["openvino fp32"]
+    assert [c.label for c in auto.candidates(int8, machine, exact=True)] == ["onnx fp32 on CPU", "openvino fp32"]
 
 
 # --------------------------------------------------------------------------- --engine auto
