@@ -160,6 +160,7 @@ def measure_onnx(folder: Path, frames: int) -> list[dict]:
             mean, worst = auto.levels(out, reference)
             rows.append({"engine": label, "frame_ms": frame_ms, "fps": 1e3 / frame_ms, "generator_ms": generator_ms,
                          "levels_mean": mean, "levels_max": worst, "seconds_with_start": opened,
+                         "picture_std": float(out.std()),  # a picture, not a flat frame, from the drawn weights
                          "placement": {m: engines_onnx.describe_placement(p) for m, p in engine.placement.items()}})
             del engine
     missing = [p.label for p in engines_onnx.PROVIDERS if p.name in ("tensorrt", "cuda") and p not in offered]
@@ -242,7 +243,8 @@ def report(rows: list[dict], machine: dict) -> None:
             print(f"{r['engine']:34s} not measured: {r['error']}")
             continue
         print(f"{r['engine']:34s} {r['frame_ms']:9.2f} {r['fps']:7.1f} {r['generator_ms']:8.2f}  "
-              f"{r['levels_mean']:.3f} / {r['levels_max']:.1f}")
+              f"{r['levels_mean']:.3f} / {r['levels_max']:.1f}"
+              + (f"  (picture std {r['picture_std']:.3f})" if "picture_std" in r else ""))
         for model, where in r.get("placement", {}).items():
             print(f"{'':36s}{model}: {where}")
 

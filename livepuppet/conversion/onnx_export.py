@@ -66,7 +66,7 @@ def convert(fn, inputs, path: Path) -> None:
 
     graph = fn.get_concrete_function(*inputs).graph
     warps = {op.name: (op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list())
-             for op in graph.get_operations() if op.type == MARKER_TYPE}
+             for op in graph.get_operations() if op.type == MARKER_TYPE and GRID_SAMPLE_OP in op.name}
     with _quiet():
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=inputs, opset=OPSET,
                                                  custom_ops={MARKER_TYPE: MARKER_DOMAIN})

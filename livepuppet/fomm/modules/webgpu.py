@@ -37,7 +37,7 @@ def finite_or(x: tf.Tensor, value: float) -> tf.Tensor:
 
 def entries(jacobian: tf.Tensor, shape: list[int]) -> Matrix:
     """(B, K, 2, 2) matrices -> their four entries, each reshaped to ``shape``, sliced without dropping an axis."""
-    b, k = jacobian.shape[:2]
+    k = jacobian.shape[1]
     flat = tf.reshape(jacobian, [-1, 1, k, 4])
     return tuple(tf.reshape(flat[..., i:i + 1], shape) for i in range(4))
 
