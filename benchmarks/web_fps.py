@@ -78,7 +78,7 @@ def main() -> None:
     variants = [(f"threads={cores}&backend=wasm", f"page, WebAssembly, {cores} threads"),
                 ("threads=1&backend=wasm", "page, WebAssembly, 1 thread")]
     if args.webgpu:
-        variants.append(("backend=webgpu", "page, WebGPU (+ WebAssembly, 1 thread)"))
+        variants.append(("backend=webgpu", "page, WebGPU"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clip = browser.write_y4m(Path(tmp) / "clip.y4m", browser.face_frames(30, 480, 640))

@@ -89,12 +89,16 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: the fastest here within 3 levels of fp32, measured once per model and machine "
                         "(default); tflite: LiteRT; openvino: OpenVINO, bf16 where the CPU has it; "
-                        "savedmodel: TensorFlow, on a GPU if it sees one")
+                        "savedmodel: TensorFlow, on a GPU if it sees one; onnx: ONNX Runtime on its best "
+                        "provider for --device")
     p.add_argument("--exact", action="store_true", help="float32 everywhere, on any engine (the last level)")
     p.add_argument("--fast", action="store_true",
                    help="the int8 generator of `convert --fast` on OpenVINO: faster, coarser (bench prints its error)")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu",
-                   help="where OpenVINO runs: cpu (default), gpu (an Intel GPU), auto (OpenVINO decides)")
+    from livepuppet.runtime.engines.onnx import DEVICES
+
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="cpu (default); gpu: an Intel GPU for OpenVINO, the best GPU provider for ONNX Runtime; "
+                        "auto: OpenVINO decides, ONNX Runtime's best provider; or an ONNX Runtime provider by name")
     p.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
 
 

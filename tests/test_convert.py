@@ -64,6 +64,8 @@ REPLACED_KEY, REPLACED_FROM = "legacy-fp32-b4", "legacy-fp32-b1"
 # SMALL converts in a second: the shared folders carry every engine's files (the default convert is
 # tested on its own in test_default_convert_is_lean_and_portable)
 SMALL_TARGETS = ("tflite", "openvino", "savedmodel")
+# the float32 folders carry the ONNX models (tests/test_onnx.py); the batch-1 one the browser graph too
+EXTRA_TARGETS = {"legacy-fp32-b1": ("onnx", "web"), "zip-fp32-dynamic": ("onnx",), "legacy-fp32-b4": ("onnx",)}
 STALE = "stale-file-from-the-old-model.txt"
 
 
@@ -104,7 +106,7 @@ class SmallModels:
                 (out / STALE).write_text("must disappear when the model is replaced")
             args = ["convert", str(checkpoint), "--out", str(out), "--precision", precision,
                     "--batch", "dynamic" if batch is None else str(batch), "--size", f"{SIZE}x{SIZE}",
-                    "--targets", ",".join(SMALL_TARGETS), "--numerics", numerics]
+                    "--targets", ",".join(SMALL_TARGETS + EXTRA_TARGETS.get(key, ())), "--numerics", numerics]
             start = time.perf_counter()
             assert main(args) == 0
             self.convert_seconds[key] = time.perf_counter() - start
@@ -169,11 +171,14 @@ def _expected_io(batch: int | None) -> dict[str, tuple[dict, dict]]:
     }
 
 
-def _expected_variants(precision: str) -> set[tuple[str, str, str, str]]:
-    """(network, back end, graph, precision) of every variant a SMALL_TARGETS convert writes."""
+def _expected_variants(key: str, precision: str) -> set[tuple[str, str, str, str]]:
+    """(network, back end, graph, precision) of every variant a SMALL convert of ``key`` writes."""
+    extra = EXTRA_TARGETS.get(key, ())
     return ({(n, "tflite", "xnnpack", stored_precision(n, precision)) for n in MODEL_NAMES}
             | {(n, "openvino", "xnnpack", "fp32") for n in MODEL_NAMES} | {("generator", "openvino", "plain", "bf16")}
-            | {(n, "savedmodel", "plain", "fp32") for n in MODEL_NAMES})
+            | {(n, "savedmodel", "plain", "fp32") for n in MODEL_NAMES}
+            | {(n, "onnx", "onnx", "fp32") for n in MODEL_NAMES if "onnx" in extra}
+            | {(n, "litertjs", "browser", stored_precision(n, precision)) for n in MODEL_NAMES if "web" in extra})
 
 
 @pytest.mark.parametrize("key", list(MATRIX))
@@ -204,7 +209,7 @@ def test_convert_writes_a_complete_manifest(small: SmallModels, key: str) -> Non
         assert {o["name"]: o["shape"] for o in sig["outputs"]} == outputs, name
         assert {i["dtype"] for i in sig["inputs"] + sig["outputs"]} == {"float32"}
 
-    assert {v.key for v in model.variants} == _expected_variants(precision)
+    assert {v.key for v in model.variants} == _expected_variants(key, precision)
     listed = {"manifest.json"}
     for variant in model.variants:
         assert variant.verified.max_abs is not None, variant.label

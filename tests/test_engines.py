@@ -352,3 +352,18 @@ def test_tflite_engine_runs_without_tensorflow(small: SmallModels, tmp_path: Pat
     written = sorted((tmp_path / "out").glob("*.png"))
     print(f"animate wrote {len(written)} frames without TensorFlow")
     assert len(written) == len(small.driving)
+
+
+@pytest.mark.gpu
+def test_savedmodel_on_a_cuda_gpu(small: SmallModels) -> None:
+    """Needs a CUDA GPU that TensorFlow sees (Linux, tensorflow[and-cuda]; none on CI or this machine): the savedmodel
+    engine runs there, within 1e-3 of PyTorch (TF32 rounds convolutions on Ampere and later).
+    benchmarks/gpu_check.py times it on vox-256."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        pytest.skip("TensorFlow sees no GPU here")
+    got = _animate(open_engine(small.model("legacy-fp32-b1"), "savedmodel"), small.source, small.driving)
+    err = np.abs(got - small.reference())
+    print(f"\nsavedmodel on {tf.config.list_physical_devices('GPU')[0].name}: max abs err {err.max():.2e}")
+    assert err.max() <= 1e-3

@@ -324,6 +324,13 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
                   ("kp_detector", "source_encoder", "kp_processing", "generator")}
     (model / MANIFEST).write_text(to_json(ModelFolder(model, ModelConfig(num_kp=5).with_frame_shape(128, 128), 1,
                                                       signatures, tuple(variants))))
+    # where the onnx engine ran each model's ops, as it records them (here: CoreML, with two ops on the CPU)
+    from livepuppet.modelfolder.read import read_folder
+    from livepuppet.runtime.engines import onnx
+
+    onnx.record_placement(read_folder(model), "coreml", {
+        "generator": {"CoreML": {"Conv": 30, "Relu": 20}, "CPU": {"GridSample": 2}},
+        "kp_detector": {"CoreML": {"Conv": 9}}})
     (env.home / "models" / "broken").mkdir()
     (env.home / "models" / "broken" / MANIFEST).write_text("{not json")
     env.checkpoint_dir.mkdir(parents=True)
@@ -334,13 +341,15 @@ def test_doctor_reports_this_machine(env, tmp_path, capsys):
     assert _cli("doctor") == 0
     out = capsys.readouterr().out
     for row in ("livepuppet", "Python", "TensorFlow", "LiteRT", "OpenCV", "numpy", "cameras",
-                "virtual camera", "GPU (TensorFlow)", "OpenVINO", "default model", "data folders", "models",
-                "checkpoints"):
+                "virtual camera", "GPU (TensorFlow)", "OpenVINO", "ONNX Runtime", "default model", "data folders",
+                "models", "checkpoints"):
         assert f"│ {row} " in out, row
     assert "devices CPU" in out.split("│ OpenVINO ")[1].splitlines()[0]
     assert "$LIVEPUPPET_HOME)" in out.split("│ data folders ")[1].splitlines()[0]
     assert "Traceback" not in out
     assert f"{MODEL_FOLDER} (default): 128x128, batch 1, 5 keypoints; tflite; 0 MB" in out
+    assert "ONNX on CoreML: generator 50 on CoreML; 2 on CPU (GridSample 2); kp_detector all 9 kernels on" in out
+    assert "providers CPU" in out.split("│ ONNX Runtime ")[1].splitlines()[0]
     assert "broken: unusable" in out
     assert f"{CKPT} (default): 0.3 MB" in out
     assert "unfinished download" in out

@@ -22,7 +22,12 @@ const WASM = ['litert_wasm_internal', 'litert_wasm_threaded_internal', 'litert_w
 
 rmSync(out, {recursive: true, force: true});
 mkdirSync(join(out, 'wasm'), {recursive: true});
-copyFileSync(join(modules, 'core', 'dist', 'index.js'), join(out, 'litertjs-core.js'));
+// The core imports its helper by package name; the page's Web Worker has no import map, so it is
+// pointed at the copy beside it.
+const core = readFileSync(join(modules, 'core', 'dist', 'index.js'), 'utf8');
+const helper = 'from "@litertjs/wasm-utils"';
+if (!core.includes(helper)) throw new Error(`@litertjs/core no longer imports ${helper}: check build.mjs`);
+writeFileSync(join(out, 'litertjs-core.js'), core.replace(helper, 'from "./litertjs-wasm-utils.js"'));
 copyFileSync(join(modules, 'wasm-utils', 'dist', 'index.js'), join(out, 'litertjs-wasm-utils.js'));
 const files = {};
 for (const name of WASM) {

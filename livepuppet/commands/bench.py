@@ -36,7 +36,7 @@ from livepuppet.modelfolder.schema import ModelFolder
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import peak, timing
 from livepuppet.runtime.engines import open_plan
-from livepuppet.runtime.plan import Machine, Plan, Request, candidates, plan
+from livepuppet.runtime.plan import RUNTIME_PACKAGES, Machine, Plan, Request, candidates, plan
 
 # bench's stage -> (label, how often it runs, the timing stage)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -60,6 +60,7 @@ def machine_info() -> dict[str, Any]:
             "simd": cpu.simd, "os": platform.platform(), "python": platform.python_version(),
             **{name: _version(package) for name, package in
                (("tensorflow", "tensorflow"), ("litert", "ai-edge-litert"), ("openvino", "openvino"))},
+            "onnxruntime": next((v for v in map(_version, RUNTIME_PACKAGES["onnx"]) if v), None),
             "numpy": np.__version__, "livepuppet": __version__, "load_average": load}
 
 

@@ -88,7 +88,7 @@ def convert(args: argparse.Namespace) -> int:
     if getattr(args, "web", None):  # the page goes elsewhere than the model it is made of: checked before the work
         model = args.out or models_dir() / model_name(args.checkpoint)
         outputs.check(args.web, [*conversion_inputs(args.checkpoint, args.config), model])
-    targets = tuple(args.targets) + (("int8",) if args.fast else ())
+    targets = tuple(args.targets) + (("int8",) if args.fast else ()) + (("web",) if args.web else ())
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
                              targets=targets, numerics=args.numerics)
     if getattr(args, "web", None):

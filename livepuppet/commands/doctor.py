@@ -1,7 +1,8 @@
 """``livepuppet doctor``: one table of what this machine offers livepuppet.
 
-Versions, cameras, the virtual camera back end, models and checkpoints, and
-the GPUs TensorFlow sees. Nothing here is allowed to fail the command or make
+Versions, cameras, the virtual camera back end, models and checkpoints, the
+GPUs TensorFlow sees, ONNX Runtime's providers, and where the onnx engine ran
+each model's ops (recorded in the model folder when it ran). Nothing here is allowed to fail the command or make
 it slow: TensorFlow (seconds to import) and camera probing (a driver can hang)
 run in subprocesses, started first and waited for last, each with a time
 limit; every other probe only reads files and package metadata. The exit code
@@ -336,6 +337,40 @@ def _openvino(report: Report) -> None:
                            + ("; --device gpu available" if any(d.startswith("GPU") for d in found) else ""))
 
 
+def _onnx(report: Report) -> None:
+    """ONNX Runtime's build and its providers, in livepuppet's preference order, and what ``--device`` picks."""
+    from livepuppet.runtime.engines import onnx
+    from livepuppet.runtime.plan import RUNTIME_PACKAGES
+
+    versions = [f"{name} {v}" for name in RUNTIME_PACKAGES["onnx"] if (v := _dist_version(name))]
+    if not versions or not _has_module("onnxruntime"):
+        report.add("ONNX Runtime", f"not installed (--engine onnx: {onnx.INSTALL})", WARN)
+        return
+    offered = onnx.available()
+    gpus = [p.label for p in offered if p.gpu]
+    picks = f"--device auto runs {offered[0].label}" + (f", gpu {gpus[0]}" if gpus else
+                                                          "; no GPU provider in this build (README, 'GPUs')")
+    report.add("ONNX Runtime", f"{', '.join(versions)}; providers {', '.join(p.label for p in offered)}; {picks}",
+               OK if gpus else WARN)
+
+
+def _onnx_placement(folder) -> list[str]:
+    """What ran where, as the onnx engine recorded it for ``folder`` (a ModelFolder; one line per provider)."""
+    from livepuppet.runtime.engines import onnx
+
+    lines = []
+    for provider, models in sorted(onnx.read_placement(folder).items()):
+        label = onnx.BY_NAME[provider].label if provider in onnx.BY_NAME else provider
+        if not isinstance(models, dict):
+            continue
+        if all(isinstance(p, dict) and list(p) == [label] for p in models.values()):
+            lines.append(f"ONNX on {label}: every op of the {len(models)} models there")
+        else:
+            lines.append(f"ONNX on {label}: " + "; ".join(f"{m} {onnx.describe_placement(p)}"
+                                                          for m, p in models.items() if isinstance(p, dict)))
+    return lines
+
+
 def _models(report: Report) -> None:
     from livepuppet.modelfolder.read import read_folder
     from livepuppet.modelfolder.schema import MANIFEST
@@ -366,6 +401,7 @@ def _models(report: Report) -> None:
             batch = m.batch if m.batch is not None else "dynamic"
             found.append((f"{sub.name}{mark}: {w}x{h}, batch {batch}, {m.num_kp} keypoints; "
                           f"{', '.join(sorted(m.backends()))}; {m.total_bytes() / 1e6:.0f} MB", OK))
+            found += [(f"  {line}", OK) for line in _onnx_placement(m)]
         except Exception as exc:  # noqa: BLE001 - a damaged folder is a finding
             found.append((f"{sub.name}{mark}: unusable ({exc})", BAD))
     if found:
@@ -428,6 +464,7 @@ def collect() -> Report:
         _guard(report, "GPU (TensorFlow)",
                lambda: _gpu(report, tf_installed, tf_info if isinstance(tf_info, dict) else None))
         _guard(report, "OpenVINO", lambda: _openvino(report))
+        _guard(report, "ONNX Runtime", lambda: _onnx(report))
         report.section()
         _guard(report, "models", lambda: _models(report))
     finally:

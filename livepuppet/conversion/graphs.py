@@ -73,11 +73,13 @@ def networks(fomm: FOMM, batch: int | None) -> list[Network]:
         pred = fomm.generate((driving_value, driving_jacobian), (source_value, source_jacobian), features, source_small)
         return {"prediction": pred}
 
+    switch = [1] if fomm.rewrites.webgpu else []  # WebGPU takes no scalar tensors
     return [
         Network("kp_detector", [spec([batch, h, w, 3], tf.float32, "image")], detect, fomm.kp_detector),
         Network("source_encoder", [spec([1, h, w, 3], tf.float32, "source")], encode, fomm.source_encoder),
         Network("kp_processing", kp_specs("source", 1) + kp_specs("initial", 1) + kp_specs("driving", batch)
-                + [spec([], tf.float32, "relative"), spec([], tf.float32, "adapt_scale")], process, tf.Module()),
+                + [spec(switch, tf.float32, "relative"), spec(switch, tf.float32, "adapt_scale")], process,
+                tf.Module()),
         Network("generator", kp_specs("driving", batch) + kp_specs("source", 1)
                 + [spec(feat_shape, tf.float32, "features"), spec(small_shape, tf.float32, "source_small")],
                 generate, fomm.generator),
@@ -174,7 +176,7 @@ def sample_inputs(fomm: FOMM, network: Network, batch: int, seed: int = 0) -> di
         elif s.name.endswith("jacobian"):
             out[s.name] = (np.eye(2) + rng.normal(0, 0.1, shape)).astype(np.float32)
         elif s.name in ("relative", "adapt_scale"):
-            out[s.name] = np.float32(1.0)
+            out[s.name] = np.ones(shape, np.float32)
         elif s.name in ("image", "source"):
             out[s.name] = rng.uniform(0, 1, shape).astype(np.float32)
     if network.name == "generator":

@@ -34,11 +34,14 @@ from livepuppet.errors import LivepuppetError, ModelFolderError
 from livepuppet.modelfolder.schema import NETWORKS, ModelFolder, Variant
 from livepuppet.runtime import cpu as cpumod
 
-ENGINES = ("auto", "tflite", "openvino", "savedmodel")
-RUNTIME_MODULES = {"tflite": "ai_edge_litert", "openvino": "openvino", "savedmodel": "tensorflow"}
+ENGINES = ("auto", "tflite", "openvino", "savedmodel", "onnx")
+RUNTIME_MODULES = {"tflite": "ai_edge_litert", "openvino": "openvino", "savedmodel": "tensorflow",
+                   "onnx": "onnxruntime"}
+OPENVINO_DEVICES = ("cpu", "gpu", "auto")  # the other --device names are ONNX Runtime's providers
 # back end -> the distributions that provide it (read from package metadata: nothing is imported)
 RUNTIME_PACKAGES = {"tflite": ("ai-edge-litert", "tensorflow", "tensorflow-cpu"), "openvino": ("openvino",),
-                    "savedmodel": ("tensorflow", "tensorflow-cpu")}
+                    "savedmodel": ("tensorflow", "tensorflow-cpu"),
+                    "onnx": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")}
 ALWAYS_FP32 = ("kp_processing",)  # a 2x2 inverse per keypoint: tiny, and every later stage inherits it
 
 
@@ -140,9 +143,37 @@ def _savedmodel(folder: ModelFolder, machine: Machine, request: Request) -> list
     return [plan] if plan else []
 
 
+def _onnx(folder: ModelFolder, machine: Machine, request: Request) -> list[Plan]:
+    """Each provider ``--device`` asks for (engines.onnx.requested), float32 and, unless exact, its reduced
+    precisions (TensorRT fp16, CUDA tf32)."""
+    from livepuppet.runtime.engines import onnx
+
+    plans = []
+    for provider in onnx.requested(request.device):
+        base = _uniform(folder, "onnx", "onnx", lambda v: "fp32", device=provider.name)
+        if base is None:
+            return []
+        plans.append(base)
+        if not request.exact:
+            plans += [_with(base, {n: precision for n in NETWORKS}) for precision in provider.precisions[1:]]
+    return plans
+
+
+def _openvino_takes(device: str) -> bool:
+    """OpenVINO runs on ``device``: its own names only, and 'gpu' where it sees one (an NVIDIA GPU is ONNX
+    Runtime's)."""
+    if device != "gpu":
+        return device in OPENVINO_DEVICES
+    from livepuppet.runtime.engines.openvino import devices
+
+    return any(d.startswith("GPU") for d in devices())
+
+
 def _openvino(folder: ModelFolder, machine: Machine, request: Request) -> list[Plan]:
     """fp32 first; then, unless exact, the CPU's reduced precision with the keypoints at fp32 and at it;
     then the int8 generator where the folder has one."""
+    if not _openvino_takes(request.device):
+        return []
     exact = _uniform(folder, "openvino", "openvino", lambda v: "fp32", request.device, graph="xnnpack")
     if exact is None or not all(s.variant.precision == "fp32" for s in exact.steps.values()):
         return []
@@ -182,7 +213,7 @@ def _replace_step(plan: Plan, network: str, step: Step) -> Plan:
 
 
 PLANNERS: dict[str, Callable[[ModelFolder, Machine, Request], list[Plan]]] = {
-    "tflite": _tflite, "openvino": _openvino, "savedmodel": _savedmodel,
+    "tflite": _tflite, "openvino": _openvino, "savedmodel": _savedmodel, "onnx": _onnx,
 }
 
 
@@ -225,6 +256,12 @@ def plan(folder: ModelFolder, machine: Machine, request: Request) -> Plan:
 
 
 def _missing(folder: ModelFolder, request: Request) -> str:
+    if request.engine == "onnx" and folder.find("generator", "onnx"):
+        from livepuppet.runtime.engines import onnx
+
+        if not onnx.available():
+            return f"the onnx engine needs ONNX Runtime ({onnx.INSTALL})"
+        return f"ONNX Runtime here offers no provider for --device {request.device} (`livepuppet doctor` lists them)"
     if request.fast:
         return (f"{folder.path} has no int8 generator; make one with "
                 f"`livepuppet convert CHECKPOINT --out {folder.path} --fast`")

@@ -6,7 +6,9 @@ no npm is needed here. The same files serve two ways: from the local server
 (:mod:`livepuppet.web.page_server`: 127.0.0.1 only, with the cross-origin isolation
 headers WebAssembly threads need), or written out by ``--export`` as a static
 folder any host can serve.
-The model files are the model folder's own ``.tflite`` files, unmodified.
+The model files are the model folder's own ``.tflite`` files, unmodified: the XNNPACK graph's
+for WebAssembly, and, where the folder has them (``convert --targets ...,web``), the browser graph's
+for WebGPU.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 MODEL_PREFIX = "model/"
 WEB_MANIFEST = "web.json"
 KEYS_JSON = "keys.json"  # the page's part of livepuppet.live.keys.KEYS: one key table for the page and the desktop
-PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "remote.js", "style.css")
+WEBGPU_PREFIX = "webgpu/"  # where the page finds the browser graph's files
+PAGE_FILES = ("index.html", "app.js", "puppet.js", "framing.js", "remote.js", "server_puppet.js", "worker.js",
+              "worker_client.js", "style.css")
 MAX_MODEL_FILE = 2**31  # a .tflite is a FlatBuffer, which cannot pass 2 GiB
 TFLITE_ID = b"TFL3"  # the FlatBuffer file identifier, bytes 4-8 of every .tflite
 # What lets the page use SharedArrayBuffer (WebAssembly threads): cross-origin isolation.
@@ -42,13 +46,19 @@ HEADERS_FILE = "/*\n" + "".join(f"  {k}: {v}\n" for k, v in ISOLATION_HEADERS.it
 
 
 def page_variants(folder: ModelFolder) -> dict[str, Variant]:
-    """The ``.tflite`` file of each network the page runs: the browser graph where the folder has one."""
-    found = {name: folder.find(name, "litertjs") or folder.find(name, "tflite") for name in NETWORKS}
+    """The ``.tflite`` file of each network the page runs on WebAssembly (the XNNPACK graph's)."""
+    found = {name: folder.find(name, "tflite") for name in NETWORKS}
     missing = [name for name, variant in found.items() if variant is None]
     if missing:
         raise ModelFolderError(f"{folder.path} has no .tflite files for {', '.join(missing)}; convert it with "
                                "--targets tflite")
     return found  # type: ignore[return-value]
+
+
+def webgpu_variants(folder: ModelFolder) -> dict[str, Variant]:
+    """The browser graph's files (every op on WebGPU), where the folder has all four; else {}."""
+    found = {name: folder.find(name, "litertjs", "browser") for name in NETWORKS}
+    return found if all(found.values()) else {}  # type: ignore[return-value]
 
 
 def web_manifest(folder: ModelFolder) -> dict[str, Any]:
@@ -64,7 +74,9 @@ def web_manifest(folder: ModelFolder) -> dict[str, Any]:
     return {"frame_size": [h, w], "num_kp": folder.num_kp, "precision": variants["generator"].precision,
             "numerics": folder.numerics, "batch": folder.batch,
             "models": {name: f"{name}.tflite" for name in NETWORKS},
-            "model_id": model_id(folder)}  # what a server's model must match for ?server= (its keypoints)
+            "model_id": model_id(folder),  # what a server's model must match for ?server= (its keypoints)
+            **({"webgpu_models": {name: f"{WEBGPU_PREFIX}{name}.tflite" for name in NETWORKS}}
+               if webgpu_variants(folder) else {})}
 
 
 def keys_json() -> bytes:
@@ -77,6 +89,7 @@ def keys_json() -> bytes:
 def model_files(folder: ModelFolder) -> dict[str, Path]:
     """URL name under model/ -> file in the model folder, for every file the page may fetch."""
     files = {f"{name}.tflite": folder.file(variant) for name, variant in page_variants(folder).items()}
+    files |= {f"{WEBGPU_PREFIX}{name}.tflite": folder.file(v) for name, v in webgpu_variants(folder).items()}
     for path in files.values():
         if not path.is_file():
             problem = "is not a regular file" if os.path.lexists(path) else "is missing"

@@ -18,6 +18,8 @@ TARGETS: dict[str, str] = {
     "openvino": "livepuppet.conversion.targets.openvino",
     "savedmodel": "livepuppet.conversion.targets.savedmodel",
     "int8": "livepuppet.conversion.targets.int8",
+    "web": "livepuppet.conversion.targets.web",
+    "onnx": "livepuppet.conversion.targets.onnx",
 }
 DEFAULT_TARGETS = ("tflite", "openvino")
 NEEDS = {"int8": ("openvino",)}  # the int8 generator is quantised from the openvino target's float32 IR

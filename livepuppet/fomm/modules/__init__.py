@@ -20,11 +20,12 @@ from livepuppet.fomm.modules.blocks import StateReader
 from livepuppet.fomm.modules.dense_motion import DenseMotion
 from livepuppet.fomm.modules.generator import FrameGenerator, SourceEncoder
 from livepuppet.fomm.modules.keypoint_detector import KeypointDetector
+from livepuppet.fomm.modules import webgpu
 from livepuppet.fomm.modules.kp_processing import normalize_keypoints
-from livepuppet.fomm.modules.rewrites import GRAPHS, PLAIN, XNNPACK, Rewrites
+from livepuppet.fomm.modules.rewrites import BROWSER, GRAPHS, PLAIN, XNNPACK, Rewrites
 from livepuppet.fomm.numerics import LEGACY, align_corners
 
-__all__ = ["FOMM", "normalize_keypoints", "Rewrites", "GRAPHS", "PLAIN", "XNNPACK"]
+__all__ = ["FOMM", "normalize_keypoints", "Rewrites", "GRAPHS", "PLAIN", "XNNPACK", "BROWSER"]
 
 
 class FOMM(tf.Module):
@@ -56,7 +57,8 @@ class FOMM(tf.Module):
         return self.source_encoder(source)
 
     def process_keypoints(self, source, driving, initial, relative, adapt_scale):
-        return normalize_keypoints(source, driving, initial, relative, adapt_scale)
+        normalize = webgpu.normalize_keypoints if self.rewrites.webgpu else normalize_keypoints
+        return normalize(source, driving, initial, relative, adapt_scale)
 
     def generate(self, kp_driving, kp_source, features, source_small) -> tf.Tensor:
         return self.generator(kp_driving, kp_source, features, source_small)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from livepuppet.fomm.config import KP_VARIANCE, ModelConfig
+from livepuppet.fomm.modules import webgpu
 from livepuppet.fomm.modules.blocks import AntiAliasDownsample, Conv, Hourglass, StateReader
 from livepuppet.fomm.modules.ops import coordinate_grid, grid_sample, inverse2x2, kp2gaussian, matmul2x2
 
@@ -22,6 +23,8 @@ class DenseMotion(tf.Module):
         dm = cfg.generator.dense_motion
         self.cfg = cfg
         self.align_corners = align_corners  # grid_sample's convention (livepuppet.fomm.numerics)
+        self.webgpu = state.rewrites.webgpu
+        self.sample = webgpu.grid_sample_op if state.rewrites.grid_sample_op else webgpu.grid_sample
         self.down = AntiAliasDownsample(state["down.weight"], dm.scale_factor) if dm.scale_factor != 1 else None
         self.hourglass = Hourglass(state.child("hourglass"), dm.num_blocks)
         split = state.rewrites.split_thin
@@ -44,6 +47,8 @@ class DenseMotion(tf.Module):
 
     def __call__(self, source_small: tf.Tensor, kp_driving: tuple[tf.Tensor, tf.Tensor],
                  kp_source: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
+        if self.webgpu:
+            return self._call_webgpu(source_small, kp_driving, kp_source)
         _, h, w, c = source_small.shape
         k = self.cfg.num_kp
         heat = kp2gaussian(kp_driving[0], (h, w), KP_VARIANCE) - kp2gaussian(kp_source[0], (h, w), KP_VARIANCE)
@@ -54,5 +59,24 @@ class DenseMotion(tf.Module):
         out = self.hourglass(features)
         mask = tf.nn.softmax(self.mask(out), axis=-1)
         deformation = tf.reduce_sum(motions * mask[..., None], axis=3)
-        occlusion = tf.sigmoid(self.occlusion(out)) if self.occlusion is not None else None
-        return deformation, occlusion
+        return deformation, self._occlusion(out)
+
+    def _occlusion(self, out: tf.Tensor) -> tf.Tensor | None:
+        return tf.sigmoid(self.occlusion(out)) if self.occlusion is not None else None
+
+    def _call_webgpu(self, source_small: tf.Tensor, kp_driving: tuple[tf.Tensor, tf.Tensor],
+                     kp_source: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """The same computation with no tensor above rank 4 (:mod:`.webgpu`): x and y apart, (B*h, w, K+1, C) samples."""
+        _, h, w, c = source_small.shape
+        k = self.cfg.num_kp
+        heat = (webgpu.heatmaps(kp_driving[0], (h, w), KP_VARIANCE)
+                - webgpu.heatmaps(kp_source[0], (h, w), KP_VARIANCE))
+        heat = tf.concat([tf.zeros_like(heat[..., :1]), heat], axis=-1)  # (B, h, w, K+1)
+        mx, my = webgpu.sparse_motions(kp_driving, kp_source, (h, w), self.cfg.estimate_jacobian)
+        deformed = self.sample(source_small, mx, my, self.align_corners)  # (B*h, w, K+1, C)
+        features = tf.concat([tf.reshape(heat, [-1, w, k + 1, 1]), deformed], -1)
+        out = self.hourglass(tf.reshape(features, [-1, h, w, (k + 1) * (c + 1)]))
+        mask = tf.nn.softmax(self.mask(out), axis=-1)
+        deformation = tf.concat([tf.reduce_sum(mx * mask, axis=-1, keepdims=True),
+                                 tf.reduce_sum(my * mask, axis=-1, keepdims=True)], axis=-1)
+        return deformation, self._occlusion(out)

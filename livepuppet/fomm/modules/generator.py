@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import tensorflow as tf
 
 from livepuppet.fomm.config import ModelConfig
 from livepuppet.fomm.modules.blocks import Conv, DownBlock2d, ResBlock2d, SameBlock2d, StateReader, UpBlock2d
+from livepuppet.fomm.modules import webgpu
 from livepuppet.fomm.modules.dense_motion import DenseMotion
 from livepuppet.fomm.modules.ops import grid_sample, resize_bilinear
 
@@ -41,6 +44,7 @@ class FrameGenerator(tf.Module):
         self.bottleneck = [ResBlock2d(state.child(f"bottleneck.r{i}")) for i in range(g.num_bottleneck_blocks)]
         self.up_blocks = [UpBlock2d(state.child(f"up_blocks.{i}")) for i in range(g.num_down_blocks)]
         self.final = Conv(state.child("final"), split_taps=state.rewrites.split_thin)
+        self.warp = partial(webgpu.warp, as_op=state.rewrites.grid_sample_op) if state.rewrites.webgpu else grid_sample
 
     def __call__(self, kp_driving: tuple[tf.Tensor, tf.Tensor], kp_source: tuple[tf.Tensor, tf.Tensor],
                  features: tf.Tensor, source_small: tf.Tensor) -> tf.Tensor:
@@ -48,7 +52,7 @@ class FrameGenerator(tf.Module):
         size = tuple(features.shape[1:3])
         if tuple(deformation.shape[1:3]) != size:
             deformation = resize_bilinear(deformation, size)
-        x = grid_sample(features, deformation, self.dense_motion.align_corners)
+        x = self.warp(features, deformation, self.dense_motion.align_corners)
         if occlusion is not None:
             if tuple(occlusion.shape[1:3]) != size:
                 occlusion = resize_bilinear(occlusion, size)

@@ -2,7 +2,9 @@
 
 ``tflite`` runs the ``.tflite`` files with LiteRT and never imports
 TensorFlow; ``openvino`` runs OpenVINO (bf16 where the CPU has it);
-``savedmodel`` runs TensorFlow (its GPU path, where TensorFlow sees one).
+``savedmodel`` runs TensorFlow (its GPU path, where TensorFlow sees one);
+``onnx`` runs ONNX Runtime on the best execution provider installed (TensorRT,
+CUDA, DirectML, CoreML... or the CPU).
 Commands open one through :func:`livepuppet.runtime.choose.open_engine`, which
 also runs ``--engine auto``. A new back end is one module here, a row in
 :data:`OPENERS`, and a planner in :mod:`livepuppet.runtime.plan`.
@@ -20,6 +22,7 @@ OPENERS = {
     "tflite": ("livepuppet.runtime.engines.tflite", "TFLiteEngine"),
     "openvino": ("livepuppet.runtime.engines.openvino", "OpenVINOEngine"),
     "savedmodel": ("livepuppet.runtime.engines.savedmodel", "SavedModelEngine"),
+    "onnx": ("livepuppet.runtime.engines.onnx", "ONNXEngine"),
 }
 
 

@@ -8,9 +8,11 @@ a file of another network (or size) is a one-line error, not a crash mid-run.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -139,8 +141,22 @@ def check_inputs(folder: ModelFolder, network: str, actual: dict[str, tuple[int,
 
 
 def _fits(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    if declared == () and actual == (1,):  # a switch as one number: the portable graphs take no scalars
+        return True
     return len(actual) == len(declared) and all(a == d or a in (-1, None) for a, d in zip(actual, declared))
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def writable_cache(folder: Path, name: str) -> Path | None:
+    """``folder/name`` for an engine's compiled models when it can be written, else None (no cache)."""
+    cache = Path(folder) / name
+    with contextlib.suppress(OSError):
+        cache.mkdir(exist_ok=True)
+        probe = cache / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return cache
+    return None

@@ -8,9 +8,13 @@
 //   server=ws[s]://host:port  the generator on a `livepuppet serve` machine: only keypoints leave the page
 //   token=T, format=jpeg|png|raw, quality=1..100   for that server (its token; how frames come down)
 //   test            no camera; window.livepuppetTest feeds frames and reads the canvas back
+// Rendering here, the models run in a Web Worker (worker.js, through worker_client.js): this thread only
+// moves pixels, draws and answers keys, so a key is answered while a frame renders (its answer time is
+// measured here: document.body.dataset.keys).
 import {Framer} from './framing.js';
-import {describeRuntime, Puppet, startRuntime, toImageData, toModelPixels} from './puppet.js';
 import {RemoteGenerator} from './remote.js';
+import {ServerPuppet} from './server_puppet.js';
+import {WorkerPuppet} from './worker_client.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -39,14 +43,33 @@ const ACTIONS = {
   pan_up: (app) => app.framer.panBy(0, -1), pan_down: (app) => app.framer.panBy(0, 1),
   reset_view: (app) => app.framer.resetView(), face_tracking: (app) => app.framer.toggleTracking(),
 };
+/** How long keys took to be answered (from the key event to its action done), in ms: all of them, and
+ * those pressed while a frame was being made. */
+class KeyTimes {
+  constructor() {
+    Object.assign(this, {count: 0, max: 0, during: 0, maxDuring: 0});
+  }
+
+  note(ms, duringFrame) {
+    this.count += 1;
+    this.max = Math.max(this.max, ms);
+    if (duringFrame) {
+      this.during += 1;
+      this.maxDuring = Math.max(this.maxDuring, ms);
+    }
+    document.body.dataset.keys = JSON.stringify(this);
+  }
+}
+
 /** A KeyboardEvent's key as livepuppet names it (livepuppet/live/keys.py: key_name). */
 const KEY_NAMES = {ArrowLeft: 'left', ArrowRight: 'right', ArrowUp: 'up', ArrowDown: 'down', '=': '+', '_': '-',
   Escape: 'esc'};
 const keyName = (key) => KEY_NAMES[key] || (key.length === 1 ? key.toLowerCase() : key);
 
 class App {
-  constructor(puppet, runtime) {
+  constructor(puppet) {
     this.puppet = puppet;
+    this.keyTimes = new KeyTimes();
     this.framer = new Framer();
     const {width: w, height: h} = puppet;
     this.avatar = canvas2d($('avatar'), w, h);
@@ -57,8 +80,8 @@ class App {
     this.fps = 0;
     this.last = 0;
     this.totals = {}; // ms per stage summed over all frames (benchmarks/web_fps.py averages them)
-    $('backend').textContent = describeRuntime(runtime, puppet.placement)
-      + (puppet.remote ? `; generator on the ${puppet.remote.describe()}` : '');
+    const runtime = puppet.runtime;
+    $('backend').textContent = puppet.description;
     $('backend').title = runtime.gpuWhy ? `not on WebGPU: ${runtime.gpuWhy}` : '';
     if (puppet.remote) {
       document.querySelector('.note').textContent = 'The generator runs on the server: only keypoints leave this '
@@ -74,9 +97,11 @@ class App {
     $('keys').textContent = `keys: ${keys.help.map(([key, what]) => `${key} ${what}`).join(' · ')}`;
     document.addEventListener('keydown', (e) => {
       const action = ACTIONS[keys.actions[keyName(e.key)]];
+      const duringFrame = this.puppet.busy;
       if (action && !e.ctrlKey && !e.metaKey && !e.altKey) {
         action(this);
         e.preventDefault();
+        this.keyTimes.note(performance.now() - e.timeStamp, duringFrame);
       }
     });
     $('portrait').addEventListener('change', (e) => e.target.files[0] && this.loadPortrait(e.target.files[0]));
@@ -114,24 +139,23 @@ class App {
   }
 
   async setSource(rgba) {
-    await this.puppet.setSource(toModelPixels(rgba), rgba);
-    this.puppet.recalibrate();
+    await this.puppet.setSource(rgba);
     showMessage('');
     document.body.dataset.source = 'ready';
   }
 
   /** Animate one model-size RGBA frame onto the avatar canvas; counts frames and calibrations. */
   async drive(rgba) {
-    const calibrating = this.puppet.initial === null;
-    const out = await this.puppet.animate(toModelPixels(rgba));
-    if (out instanceof Float32Array) this.avatar.putImageData(toImageData(out, this.image), 0, 0);
-    else if (out instanceof ImageData) this.avatar.putImageData(out, 0, 0);
-    else if (out) { // a server's frame; null: it is away, the last frame stays
-      this.avatar.drawImage(out, 0, 0);
-      out.close();
+    const {rgba: out, bitmap, calibrated} = await this.puppet.animate(rgba);
+    if (out) {
+      this.image.data.set(out);
+      this.avatar.putImageData(this.image, 0, 0);
+    } else if (bitmap) { // a server's frame; neither: it is away, the last frame stays
+      this.avatar.drawImage(bitmap, 0, 0);
+      bitmap.close();
     }
     this.frames += 1;
-    if (calibrating) {
+    if (calibrated) {
       this.calibrations += 1;
       $('calibrated').textContent = `at frame ${this.frames}`;
     }
@@ -235,10 +259,14 @@ async function main() {
   let app;
   let keys;
   try {
-    const runtime = await startRuntime({backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'});
-    const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime, remoteFromParams());
+    const options = {backend: params.get('backend') || 'auto', threads: params.get('threads') || 'auto'};
+    const server = remoteFromParams();
+    // Rendering here: the models in a Web Worker, so keys are answered while a frame renders. On a server:
+    // only the keypoint models run here, on this thread (a few ms), and the generator there.
+    const puppet = server ? await ServerPuppet.start({...options, makeRemote: server})
+      : await WorkerPuppet.start(options);
     keys = await (await fetch('keys.json')).json();
-    app = new App(puppet, runtime);
+    app = new App(puppet);
   } catch (e) {
     showMessage(params.get('server') ? `the page could not start with the server ${params.get('server')}: ${e.message}`
       : `the models could not start in this browser: ${e.message}`);

@@ -1,7 +1,8 @@
 // The four livepuppet models on LiteRT.js: the browser twin of livepuppet/runtime/pipeline.py.
 // Keypoints of each frame, keypoint processing (in-graph), source encoding once, generator;
-// on WebGPU where the browser has a GPU adapter, else on WebAssembly (XNNPACK).
-import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from '@litertjs/core';
+// on WebGPU where the browser has a GPU adapter, else on WebAssembly (XNNPACK). It runs in the
+// page's Web Worker (worker.js), so a frame never holds up the page's keys and drawing.
+import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from './vendor/litertjs-core.js';
 
 const MODELS = ['kp_detector', 'source_encoder', 'kp_processing', 'generator'];
 const REMOTE_MODELS = ['kp_detector', 'kp_processing']; // what the page runs when a server generates
@@ -31,18 +32,32 @@ function whyNotGpu(backend, gpu) {
   return gpu.why;
 }
 
+// What LiteRT.js says when it splits a graph between WebGPU and WebAssembly (its own op count).
+const SPLIT = /(\d+) operations will run on the GPU, and the remaining (\d+) operations will run on the CPU/;
+const runtimeLog = [];
+
+/** The runtime's Emscripten module settings. Its log lines (delegate set-up, which ops WebGPU cannot
+ * take) go to stderr, which the browser shows as console errors: they go to the console's verbose level
+ * and to ``runtimeLog``; failures arrive as exceptions. In a worker the runtime's script is loaded with
+ * importScripts, so it cannot find its own URL: its files, and its threads' script, are named here. */
+function moduleSettings(wasmDir, script) {
+  return {
+    print: () => {},
+    printErr: (line) => { runtimeLog.push(line); console.debug('LiteRT:', line); },
+    locateFile: (path) => new URL(path, wasmDir).href,
+    mainScriptUrlOrBlob: new URL(script, wasmDir).href,
+  };
+}
+
 /** Load the runtime: WebGPU (JSPI build, its CPU part on one thread) where ``backend`` takes the adapter,
  * else WebAssembly, threaded where the page is cross-origin isolated (SharedArrayBuffer).
- * ``backend``: auto | webgpu | wasm; ``threads``: auto | N. */
-export async function startRuntime({backend = 'auto', threads = 'auto'} = {}) {
+ * ``backend``: auto | webgpu | wasm; ``threads``: auto | N; ``wasmDir``: the runtime's folder (URL). */
+export async function startRuntime({backend = 'auto', threads = 'auto', wasmDir} = {}) {
   const takes = TAKES_GPU[backend];
   if (!takes) throw new Error(`unknown back end "${backend}": use auto, webgpu or wasm`);
   const gpu = backend === 'wasm' ? {} : await findGpu();
-  // The runtime's own log lines (delegate set-up, which ops WebGPU cannot take) go to stderr, which the
-  // browser shows as console errors: they go to the console's verbose level; failures arrive as exceptions.
-  self.Module = {print: () => {}, printErr: (line) => console.debug('LiteRT:', line)};
-  const wasmDir = new URL('vendor/wasm/', document.baseURI).href;
   if (takes(gpu)) {
+    self.Module = moduleSettings(wasmDir, 'litert_wasm_jspi_internal.js');
     await loadLiteRt(wasmDir, {jspi: true});
     return {accelerator: 'webgpu', gpu: gpu.name, software: gpu.software, threads: 1, why: ''};
   }
@@ -50,6 +65,7 @@ export async function startRuntime({backend = 'auto', threads = 'auto'} = {}) {
     && (await supportsFeature('threads'));
   const count = threads === 'auto' ? navigator.hardwareConcurrency || 1 : Number(threads);
   const useThreads = canThread && count > 1;
+  self.Module = moduleSettings(wasmDir, useThreads ? 'litert_wasm_threaded_internal.js' : 'litert_wasm_internal.js');
   await loadLiteRt(wasmDir, {threads: useThreads});
   return {
     accelerator: 'wasm',
@@ -63,7 +79,7 @@ export async function startRuntime({backend = 'auto', threads = 'auto'} = {}) {
 /** The status line's back end: what runs the models and on how many threads. */
 export function describeRuntime(runtime, placement = {}) {
   if (runtime.accelerator === 'webgpu') {
-    const partial = Object.entries(placement).filter(([, where]) => where !== 'webgpu').map(([name]) => name);
+    const partial = Object.entries(placement).filter(([, p]) => p.where !== 'webgpu').map(([name]) => name);
     const rest = partial.length ? `; on WebAssembly, 1 thread, in part or whole: ${partial.join(', ')}` : '';
     return `WebGPU (${runtime.gpu})${rest}`;
   }
@@ -116,19 +132,23 @@ function takeOutputs(local) {
 }
 
 /** Compile one model for ``runtime``; on WebGPU, a model it cannot take at all runs on WebAssembly.
- * Returns [model, where]: 'webgpu', 'webgpu+wasm' (partly delegated) or 'wasm'. WebGPU computes in
- * fp32: in fp16 the test model's picture was 4.6 levels off the Python engine's (mean; max 68). */
+ * Returns [model, placement]: where is 'webgpu', 'webgpu+wasm' (partly delegated) or 'wasm', and a split
+ * model has the op counts LiteRT.js logged for it. WebGPU computes in fp32: in fp16 the test model's
+ * picture was 4.6 levels off the Python engine's (mean; max 68). */
 async function compile(url, runtime) {
   const cpuOptions = {numThreads: runtime.threads};
   if (runtime.accelerator === 'webgpu') {
+    const logged = runtimeLog.length;
     try {
       const model = await loadAndCompile(url, {accelerator: 'webgpu', cpuOptions, gpuOptions: {precision: 'fp32'}});
-      return [model, model.isFullyAccelerated ? 'webgpu' : 'webgpu+wasm'];
+      if (model.isFullyAccelerated) return [model, {where: 'webgpu'}];
+      const split = runtimeLog.slice(logged).map((line) => line.match(SPLIT)).find(Boolean);
+      return [model, {where: 'webgpu+wasm', ...(split && {gpuOps: Number(split[1]), cpuOps: Number(split[2])})}];
     } catch (e) {
       console.warn(`WebGPU cannot take ${url} (${e.message}); it runs on WebAssembly`);
     }
   }
-  return [await loadAndCompile(url, {accelerator: 'wasm', cpuOptions}), 'wasm'];
+  return [await loadAndCompile(url, {accelerator: 'wasm', cpuOptions}), {where: 'wasm'}];
 }
 
 export class Puppet {
@@ -156,15 +176,17 @@ export class Puppet {
   }
 
   /** Fetch and compile the .tflite files named by model/web.json for ``runtime`` (startRuntime's): all four, or
-   * with ``server`` (makeRemote(manifest) -> a RemoteGenerator) the two keypoint models, the generator there. */
+   * with ``makeRemote`` (manifest -> a RemoteGenerator) the two keypoint models, the generator on a server. On
+   * WebGPU the browser graph's files where the folder has them (every op on WebGPU), else the XNNPACK graph's. */
   static async load(base, runtime, makeRemote = null) {
     const manifest = await (await fetch(new URL('web.json', base))).json();
     const remote = makeRemote ? makeRemote(manifest) : null;
     if (remote) await remote.connect();
+    const files = runtime.accelerator === 'webgpu' && manifest.webgpu_models ? manifest.webgpu_models : manifest.models;
     const models = {};
     const placement = {};
     for (const name of remote ? REMOTE_MODELS : MODELS) {
-      [models[name], placement[name]] = await compile(new URL(manifest.models[name], base).href, runtime);
+      [models[name], placement[name]] = await compile(new URL(files[name], base).href, runtime);
     }
     return new Puppet(models, manifest, placement, remote);
   }

@@ -1271,7 +1271,7 @@ var LiteRt = class {
 };
 
 // src/load.ts
-import { createWasmLib } from "@litertjs/wasm-utils";
+import { createWasmLib } from "./litertjs-wasm-utils.js";
 
 // src/url_path_utils.ts
 function pathToString(path) {

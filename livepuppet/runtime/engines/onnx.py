@@ -1,0 +1,252 @@
+"""The ONNX Runtime back end: the model folder's ONNX models on the best execution provider installed.
+
+Which providers exist depends on the onnxruntime build (README, "GPUs"):
+``onnxruntime`` (CPU; CoreML on macOS), ``onnxruntime-gpu`` (CUDA, and TensorRT
+where its libraries are installed), ``onnxruntime-directml`` (Windows, any
+DirectX 12 GPU), ``onnxruntime-openvino``. ``--device`` picks: ``cpu``, ``gpu``
+(the first GPU provider of :data:`PROVIDERS`), ``auto`` (the first provider of
+all), or a provider by name. The nodes a provider cannot take run on the ones
+behind it, down to the CPU provider (ONNX Runtime's own partitioning), so a
+timing includes them; after each model's first call the engine knows which
+provider ran which op (:attr:`ONNXEngine.placement`) and records it in the
+user's cache folder, where ``doctor`` reads it. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from livepuppet import paths
+from livepuppet.errors import LivepuppetError, ModelFolderError, one_line
+from livepuppet.modelfolder.schema import NETWORKS, ModelFolder
+from livepuppet.runtime import cpu as cpumod
+from livepuppet.runtime.engines.base import Engine, check_inputs
+from livepuppet.runtime.plan import Plan
+INSTALL = "pip install 'livepuppet[onnx]'; GPU builds: see the README"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str  # livepuppet's, as --device takes it
+    ort: str  # ONNX Runtime's
+    label: str
+    gpu: bool
+    precisions: tuple[str, ...]  # what it can compute at here; the first is float32
+    behind: tuple[str, ...] = ()  # providers (ONNX Runtime's names) that take what it cannot, before the CPU
+    compiles: bool = False  # builds engines worth keeping between runs (in the user's cache folder)
+
+
+# Preference order: the first installed is what --device auto runs (and gpu, among the GPU ones).
+PROVIDERS = (
+    Provider("tensorrt", "TensorrtExecutionProvider", "TensorRT", True, ("fp32", "fp16"), ("CUDAExecutionProvider",),
+             compiles=True),
+    Provider("cuda", "CUDAExecutionProvider", "CUDA", True, ("fp32", "tf32")),
+    Provider("migraphx", "MIGraphXExecutionProvider", "MIGraphX", True, ("fp32", "fp16")),
+    Provider("directml", "DmlExecutionProvider", "DirectML", True, ("fp32",)),
+    Provider("coreml", "CoreMLExecutionProvider", "CoreML", True, ("fp32",), compiles=True),
+    Provider("openvino", "OpenVINOExecutionProvider", "OpenVINO", False, ("fp32",)),
+    Provider("cpu", "CPUExecutionProvider", "CPU", False, ("fp32",)),
+)
+BY_NAME = {p.name: p for p in PROVIDERS}
+BY_ORT = {p.ort: p for p in PROVIDERS}
+DEVICES = ("cpu", "gpu", "auto", *(p.name for p in PROVIDERS if p.name not in ("cpu", "openvino")))
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise LivepuppetError(f"the onnx engine needs ONNX Runtime ({INSTALL})") from None
+    onnxruntime.set_default_logger_severity(3)  # its warnings are for developers, not users
+    return onnxruntime
+
+
+def available() -> list[Provider]:
+    """The providers this onnxruntime build offers, in preference order; [] without onnxruntime."""
+    try:
+        found = set(_ort().get_available_providers())
+    except LivepuppetError:
+        return []
+    return [p for p in PROVIDERS if p.ort in found]
+
+
+def requested(device: str, offered: list[Provider] | None = None) -> list[Provider]:
+    """The providers ``--device`` offers ``auto`` to time: cpu; every GPU one (gpu); every one (auto); or one."""
+    offered = available() if offered is None else offered
+    if device == "cpu":
+        return [BY_NAME["cpu"]] if BY_NAME["cpu"] in offered else []
+    if device in ("gpu", "auto"):
+        return [p for p in offered if p.gpu or device == "auto"]
+    return [p for p in offered if p.name == device]
+
+
+def resolve(device: str, offered: list[Provider] | None = None) -> Provider:
+    """``--device`` -> the provider that runs: cpu, gpu (the best GPU one), auto (the best), or one by name."""
+    offered = available() if offered is None else offered
+    names = ", ".join(p.name for p in offered) or "none"
+    if device == "cpu":
+        return BY_NAME["cpu"]
+    if device in ("gpu", "auto"):
+        found = [p for p in offered if p.gpu or device == "auto"]
+        if found:
+            return found[0]
+        raise LivepuppetError(f"ONNX Runtime here has no GPU provider (it offers: {names}); install its GPU build "
+                              "for your GPU (README, 'GPUs') or use --device cpu")
+    if device not in BY_NAME:
+        raise LivepuppetError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if BY_NAME[device] not in offered:
+        raise LivepuppetError(f"this onnxruntime build has no {BY_NAME[device].label} provider (it offers: {names}); "
+                              "install the build for it (README, 'GPUs') or choose another --device")
+    return BY_NAME[device]
+
+
+def provider_list(provider: Provider, precision: str, cache: Path | None) -> list:
+    """What to hand ONNX Runtime: ``provider`` with its options, then those behind it, then the CPU."""
+    options = {
+        "tensorrt": {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": cache is not None,
+                     "trt_timing_cache_enable": cache is not None, **_cache_options(cache, "trt")},
+        "cuda": {"use_tf32": int(precision == "tf32")},
+        "migraphx": {"migraphx_fp16_enable": int(precision == "fp16")},
+        "coreml": {"ModelFormat": "MLProgram", **({"ModelCacheDirectory": str(cache)} if cache else {})},
+    }.get(provider.name, {})
+    chain = [(provider.ort, options)] + [(name, {}) for name in provider.behind]
+    return chain + ([] if provider.name == "cpu" else [("CPUExecutionProvider", {})])
+
+
+def _cache_options(cache: Path | None, prefix: str) -> dict:
+    return {f"{prefix}_engine_cache_path": str(cache), f"{prefix}_timing_cache_path": str(cache)} if cache else {}
+
+
+def session(path: Path, providers: list, threads: int | None = None, profile: bool = False):
+    """An InferenceSession of ``path``, its logging off; ``profile``: record where each op runs."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or 0
+    if any(name == "DmlExecutionProvider" for name, _ in providers):
+        options.enable_mem_pattern = False  # DirectML's requirements
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"livepuppet-onnx-{os.getpid()}")
+    return ort.InferenceSession(str(path), options, providers=[name for name, _ in providers],
+                                provider_options=[opts for _, opts in providers])
+
+
+def feed(sess, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Named float32 inputs, a 0-d switch given the (1,) shape the portable graph declares for it."""
+    ranks = {i.name: len(i.shape) for i in sess.get_inputs()}
+    return {k: np.asarray(v, np.float32).reshape([1] * ranks[k]) if np.ndim(v) != ranks[k] else v
+            for k, v in inputs.items()}
+
+
+def placement_of(sess) -> dict[str, dict[str, int]]:
+    """Stop ``sess``'s profiling and count its kernels: {provider: {op type: kernels run}}."""
+    path = Path(sess.end_profiling())
+    try:
+        events = json.loads(path.read_text())
+    except (OSError, ValueError):
+        events = []
+    finally:
+        path.unlink(missing_ok=True)
+    counts: dict[str, Counter] = {}
+    for event in events:
+        args = event.get("args", {}) if isinstance(event, dict) else {}
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time") and "provider" in args:
+            label = BY_ORT.get(args["provider"]).label if args["provider"] in BY_ORT else args["provider"]
+            counts.setdefault(label, Counter())[args.get("op_name", "?")] += 1
+    return {label: dict(ops) for label, ops in counts.items()}
+
+
+class ONNXEngine(Engine):
+    """Runs a plan's four ONNX models with ONNX Runtime on one provider (and its fallbacks)."""
+
+    name = "onnx"
+
+    def __init__(self, folder: ModelFolder, plan: Plan, threads: int | None = None, cache: bool = True):
+        super().__init__(folder, plan)
+        self.provider = resolve(plan.device)
+        self.precision = plan.steps["generator"].compute
+        if self.precision not in self.provider.precisions:
+            raise LivepuppetError(f"the {self.provider.label} provider computes at "
+                                  f"{' or '.join(self.provider.precisions)}, not {self.precision}")
+        self.threads = threads or cpumod.usable_cores()
+        keep = paths.user_cache("onnx", folder.content_key[:16]) if cache and self.provider.compiles else None
+        providers = provider_list(self.provider, self.precision, keep)
+        self.placement: dict[str, dict[str, dict[str, int]]] = {}
+        self._sessions = {network: self._open(network, step.variant, providers)
+                          for network, step in plan.steps.items()}
+
+    def _open(self, network: str, variant, providers: list) -> tuple:
+        path = self.folder.file(variant)
+        try:
+            sess = session(path, providers, self.threads, profile=True)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad or truncated file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFolderError(f"ONNX Runtime cannot load {path} ({one_line(first, 160)}); convert again") from None
+        shapes = {i.name: tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in sess.get_inputs()}
+        check_inputs(self.folder, network, shapes, path)
+        return sess, [o.name for o in sess.get_outputs()]
+
+    def _run(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sess, names = self._sessions[model]
+        out = dict(zip(names, sess.run(names, feed(sess, inputs))))
+        if model not in self.placement:  # the first call: where each op ran, then no more profiling
+            self.placement[model] = placement_of(sess)
+            if len(self.placement) == len(NETWORKS):
+                record_placement(self.folder, self.provider.name, self.placement)
+        return out
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+
+def _placement_file(folder: ModelFolder) -> Path | None:
+    root = paths.user_cache("onnx")
+    return None if root is None else root / f"placement-{folder.content_key[:16]}.json"
+
+
+def record_placement(folder: ModelFolder, provider: str, placement: dict) -> None:
+    """Keep where each model's ops ran on ``provider`` (atomically), in the user's cache folder."""
+    path = _placement_file(folder)
+    if path is None:
+        return
+    data = read_placement(folder)
+    data[provider] = placement
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def read_placement(folder: ModelFolder) -> dict:
+    path = _placement_file(folder)
+    try:
+        if path is None or path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError, RecursionError):
+        return {}
+
+
+def describe_placement(placement: dict[str, dict[str, int]]) -> str:
+    """{provider: {op: kernels}} -> 'all 120 kernels on CUDA' or '110 on CoreML; 10 on CPU (GridSample 2, ...)'."""
+    totals = {p: sum(ops.values()) for p, ops in placement.items()}
+    if len(totals) == 1:
+        (only, n), = totals.items()
+        return f"all {n} kernels on {only}"
+    parts = []
+    for p, n in sorted(totals.items(), key=lambda kv: (kv[0] == "CPU", -kv[1])):
+        ops = ", ".join(f"{op} {k}" for op, k in sorted(placement[p].items(), key=lambda kv: -kv[1])[:4])
+        parts.append(f"{n} on {p}" + (f" ({ops})" if p == "CPU" else ""))
+    return "; ".join(parts)
