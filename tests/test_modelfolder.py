@@ -111,3 +111,11 @@ def test_commands_leave_a_read_only_folder_byte_identical(small: SmallModels, tm
     assert choice.is_file() and choice.is_relative_to(user_cache)  # the engine choice went to the cache instead
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     os.chmod(folder, 0o755)
+
+
+def test_the_schema_knows_every_graph() -> None:
+    """The manifest's graph names (read without TensorFlow) are the graphs the model can be built in."""
+    from livepuppet.fomm.modules.rewrites import GRAPHS
+    from livepuppet.modelfolder.schema import GRAPHS as NAMES
+
+    assert set(NAMES) == set(GRAPHS)

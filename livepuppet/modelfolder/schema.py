@@ -25,7 +25,7 @@ FORMAT = 2  # bump when a folder made by an older livepuppet can no longer be re
 MANIFEST = "manifest.json"
 NETWORKS = ("kp_detector", "source_encoder", "kp_processing", "generator")
 BACKENDS = ("tflite", "openvino", "savedmodel", "onnx", "litertjs")
-GRAPHS = ("plain", "xnnpack", "browser", "int8")  # livepuppet.fomm.modules.rewrites.GRAPHS
+GRAPHS = ("plain", "xnnpack", "browser", "int8", "onnx")  # livepuppet.fomm.modules.rewrites.GRAPHS
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 NUMERICS = tuple(numerics.NUMERICS)  # how grid_sample aligns corners (livepuppet.fomm.numerics)
 
