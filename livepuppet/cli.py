@@ -94,7 +94,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact", action="store_true", help="float32 everywhere, on any engine (the last level)")
     p.add_argument("--fast", action="store_true",
                    help="the int8 generator of `convert --fast` on OpenVINO: faster, coarser (bench prints its error)")
-    from livepuppet.runtime.engines.onnx import DEVICES
+    from livepuppet.runtime.devices import DEVICES
 
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="cpu (default); gpu: an Intel GPU for OpenVINO, the best GPU provider for ONNX Runtime; "
@@ -144,38 +144,34 @@ def _picture_args(p: argparse.ArgumentParser, smoothing: float, why: str) -> Non
                         "(default: on when the portrait is larger than the crop)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livepuppet", description="Animate a portrait with your webcam (FOMM).")
-    parser.add_argument("--version", action="version", version=f"livepuppet {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _convert_parser(p: argparse.ArgumentParser) -> None:
+    from livepuppet.fomm.numerics import DEFAULT, NUMERICS
 
-    p = sub.add_parser("convert", help="original .pth.tar checkpoint -> SavedModels + TFLite models")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--config", help="original YAML config or a preset name (default: read off the checkpoint)")
     p.add_argument("--out", type=Path, help="model folder (default: models/<checkpoint name>)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp32: exact (default); fp16: half-size files, same speed on x86; int8: about 2x faster, "
-                        "about 2 levels per pixel off (the keypoint detector stays fp32)")
+                   help="the .tflite files': fp32: exact (default); fp16: half-size files, same speed on x86; "
+                        "int8: int8 weights, about 2 levels per pixel off (the keypoint detector stays fp32)")
     p.add_argument("--batch", type=_batch, default=1, help="driving frames per call, or 'dynamic' (default 1)")
     p.add_argument("--size", type=_size, help="frame size WxH (default: the config's, 256x256)")
     p.add_argument("--targets", type=_targets, default=("tflite", "openvino"),
                    help="what to write, comma-separated: tflite (LiteRT; also read by OpenVINO), openvino (the "
                         "plain-graph generator with bf16 weights, for AMX CPUs), savedmodel (TensorFlow, for its "
-                        "GPU path), int8 (see --fast); default tflite,openvino")
+                        "GPU path), onnx (ONNX Runtime), web (the browser graph, for WebGPU), int8 (see --fast); "
+                        "default tflite,openvino")
     p.add_argument("--fast", action="store_true",
-                   help="also an int8 OpenVINO generator (NNCF, calibrated on a bundled face; about a minute more)")
+                   help="also int8 OpenVINO networks, planned by measured error (about a minute more)")
     p.add_argument("--web", type=Path, metavar="OUT", help="also write the static web page for it to folder OUT")
-    from livepuppet.fomm.numerics import DEFAULT, NUMERICS
     p.add_argument("--numerics", choices=tuple(NUMERICS), default=DEFAULT,
-                   help="how the model samples: trained (default): as the published weights were trained "
-                        "(PyTorch 1.0, align_corners=True); original: frame-exact with the original code on "
-                        "today's PyTorch")
+                   help="how the model samples: original (default): frame-exact with the original code on "
+                        "today's PyTorch; trained: as the published weights were trained (PyTorch 1.0, "
+                        "align_corners=True)")
 
-    from livepuppet.live.keys import help_lines
-    p = sub.add_parser("run", help="the live loop: camera -> avatar -> preview / virtual camera",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="keys in the preview window (the browser page's c, + / -, arrows, 0 and f mean the "
-                              "same):\n  " + "\n  ".join(help_lines()))
+
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    from livepuppet.runtime.smoothing import DEFAULT_STRENGTH
+
     p.add_argument("--source", action="append", required=True, type=Path,
                    help="portrait image, or a folder of them; repeat for several avatars")
     _engine_args(p)
@@ -198,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="answer yes to the download question (for scripts)")
     _remote_args(p)
     _motion_args(p)
-    from livepuppet.runtime.smoothing import DEFAULT_STRENGTH
     _picture_args(p, DEFAULT_STRENGTH, "; 's' toggles it")
 
-    p = sub.add_parser("animate", help="a portrait + a driving video -> an animated video")
+
+def _animate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, type=Path, help="portrait image")
     p.add_argument("--driving", required=True, type=Path, help="driving video, or a folder of frames")
     p.add_argument("--output", required=True, help="output video (.mp4), or a folder/ for PNG frames")
@@ -215,18 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     _remote_args(p)
     _picture_args(p, 0.0, ", so that the output stays frame-exact")
 
-    p = sub.add_parser("bench", help="what each stage costs on this machine")
+
+def _bench_parser(p: argparse.ArgumentParser) -> None:
     _engine_args(p)
     p.add_argument("--batch", type=_batch_size, default=1, help="driving frames per call (default 1)")
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per stage (default 5)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
 
-    p = sub.add_parser("download", help="download a published checkpoint into checkpoint/")
+
+def _download_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="model name (default: vox-adv)")
 
-    sub.add_parser("doctor", help="what this machine offers livepuppet")
 
-    p = sub.add_parser("serve", help="render avatars for remote sessions (run --remote, the page's ?server=)")
+def _serve_parser(p: argparse.ArgumentParser) -> None:
     _engine_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; anything else needs --token)")
@@ -244,28 +241,60 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "sessions (pip install 'livepuppet[ray]')")
     p.add_argument("--ray-address", help="the Ray cluster to join (default: start a local one)")
 
-    p = sub.add_parser("web", help="the animation in a browser page (LiteRT.js), served here or exported")
+
+def _web_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="converted model folder (default: the default model in models/)")
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free one)")
     p.add_argument("--export", type=Path, metavar="OUT", help="write a static folder for any web host instead")
+
+
+def _run_epilog() -> dict:
+    from livepuppet.live.keys import help_lines
+
+    return {"formatter_class": argparse.RawDescriptionHelpFormatter,
+            "epilog": "keys in the preview window (the browser page's c, + / -, arrows, 0 and f mean the same):\n  "
+                      + "\n  ".join(help_lines())}
+
+
+# subcommand -> (help, its arguments, the function behind it, its options' class in livepuppet.commands.options)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, str, str]] = {
+    "convert": ("original .pth.tar checkpoint -> a model folder", _convert_parser,
+                "livepuppet.commands.convert:convert", "ConvertOptions"),
+    "run": ("the live loop: camera -> avatar -> preview / virtual camera", _run_parser,
+            "livepuppet.commands.run:run", "RunOptions"),
+    "animate": ("a portrait + a driving video -> an animated video", _animate_parser,
+                "livepuppet.commands.animate:run", "AnimateOptions"),
+    "bench": ("what each stage costs on this machine", _bench_parser, "livepuppet.commands.bench:run", "BenchOptions"),
+    "download": ("download a published checkpoint into checkpoint/", _download_parser,
+                 "livepuppet.commands.download:download", "DownloadOptions"),
+    "doctor": ("what this machine offers livepuppet", None, "livepuppet.commands.doctor:run", "DoctorOptions"),
+    "serve": ("render avatars for remote sessions (run --remote, the page's ?server=)", _serve_parser,
+              "livepuppet.commands.serve:run", "ServeOptions"),
+    "web": ("the animation in a browser page (LiteRT.js), served here or exported", _web_parser,
+            "livepuppet.commands.web:run", "WebOptions"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livepuppet", description="Animate a portrait with your webcam (FOMM).")
+    parser.add_argument("--version", action="version", version=f"livepuppet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, **(_run_epilog() if name == "run" else {}))
+        if add_arguments:
+            add_arguments(p)
     return parser
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
-    """The function behind a subcommand, imported only when that subcommand runs."""
+def _command(name: str, args: argparse.Namespace) -> int | None:
+    """Run subcommand ``name`` with its typed options; its module is imported only now."""
     from importlib import import_module
 
-    module, func = {
-        "convert": ("livepuppet.commands.convert", "convert"),
-        "run": ("livepuppet.commands.run", "run"),
-        "animate": ("livepuppet.commands.animate", "run"),
-        "bench": ("livepuppet.commands.bench", "run"),
-        "download": ("livepuppet.commands.download", "download"),
-        "doctor": ("livepuppet.commands.doctor", "run"),
-        "web": ("livepuppet.commands.web", "run"),
-        "serve": ("livepuppet.commands.serve", "run"),
-    }[name]
-    return getattr(import_module(module), func)
+    from livepuppet.commands import options
+
+    target, options_class = COMMANDS[name][2:]
+    module, func = target.split(":")
+    return getattr(import_module(module), func)(getattr(options, options_class).from_namespace(args))
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -282,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from livepuppet.quiet import import_tensorflow
 
             import_tensorflow()  # before any module imports it the noisy way
-        return int(_command(args.command)(args) or 0)
+        return int(_command(args.command, args) or 0)
     except LivepuppetError as exc:
         print(f"livepuppet: error: {bounded_lines(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from livepuppet.remote import protocol as P
 from livepuppet.remote.client import RemoteClient
-from livepuppet.remote.server import RemoteServer, ServeOptions, build
+from livepuppet.remote.server import RemoteServer, ServerPolicy, build
 from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.engines.remote import RemoteEngine
 from livepuppet.runtime.pipeline import Pipeline
@@ -24,7 +24,7 @@ from livepuppet.web.server import AsgiServer
 class Served:
     """A ``livepuppet serve`` app on a thread of this process: ``url``, its state, what it printed."""
 
-    def __init__(self, model: Path, options: ServeOptions | None = None, port: int = 0) -> None:
+    def __init__(self, model: Path, options: ServerPolicy | None = None, port: int = 0) -> None:
         import io
 
         self.log = io.StringIO()
@@ -50,7 +50,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(model: Path, options: ServeOptions | None = None) -> Iterator[Served]:
+def serving(model: Path, options: ServerPolicy | None = None) -> Iterator[Served]:
     served = Served(model, options)
     try:
         yield served

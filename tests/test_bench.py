@@ -172,13 +172,11 @@ def test_bench_tflite_never_imports_tensorflow(small_model, tmp_path):
 
 
 def test_bench_without_model_builds_random_weights(tmp_path, capsys):
-    """The no-model path, at the small architecture through the hidden ``random_config``."""
-    import argparse
+    """The no-model path, at the small architecture through ``random_config`` (not on the command line)."""
+    from livepuppet.commands.options import BenchOptions
 
     out = tmp_path / "bench.json"
-    args = argparse.Namespace(model=None, engine="tflite", threads=None, batch=1, repeats=1, json=out,
-                              exact=False, fast=False, device="cpu", random_config=small_config())
-    assert bench.run(args) == 0
+    assert bench.run(BenchOptions(engine="tflite", repeats=1, json=out, random_config=small_config())) == 0
     result = json.loads(out.read_text())
     _check_result(result, "tflite", 1)
     assert result["model"]["random_weights"]

@@ -25,10 +25,22 @@ def _modules() -> dict[str, ast.Module]:
 MODULES = _modules()
 
 
-def _imports(tree: ast.Module) -> list[tuple[str, list[str]]]:
-    """(module, names) of every ``from ... import`` and ``import`` in the file, at any depth."""
-    out = []
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: no import at run time)."""
+    found = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            found |= {id(n) for child in node.body for n in ast.walk(child)}
+    return found
+
+
+def _imports(tree: ast.Module) -> list[tuple[str, list[str]]]:
+    """(module, names) of every ``from ... import`` and ``import`` run in the file, at any depth."""
+    out = []
+    skip = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append((node.module, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):

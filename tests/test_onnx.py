@@ -25,8 +25,10 @@ from livepuppet.modelfolder.read import read_folder
 from livepuppet.modelfolder.schema import NETWORKS as MODEL_NAMES
 from livepuppet.runtime import cpu
 from livepuppet.runtime.choose import open_engine
+from livepuppet.runtime import devices
+from livepuppet.runtime.devices import BY_NAME, resolve
 from livepuppet.runtime.engines import onnx as onnx_engine
-from livepuppet.runtime.engines.onnx import BY_NAME, ONNXEngine, describe_placement, provider_list, resolve
+from livepuppet.runtime.engines.onnx import ONNXEngine, describe_placement, provider_list
 from livepuppet.runtime.plan import Machine, Request, candidates
 from livepuppet.runtime.pipeline import Pipeline
 from tests.test_convert import SmallModels
@@ -134,7 +136,7 @@ def test_auto_times_each_provider_the_device_asks_for(small: SmallModels, monkey
 
     onnx_of = lambda device: [(p.device, p.precision) for p in plans(device) if p.engine == "onnx"]  # noqa: E731
     assert onnx_of("cpu") == [("cpu", "fp32")]
-    monkeypatch.setattr(onnx_engine, "available", lambda: [TRT, CUDA, CPU])
+    monkeypatch.setattr(devices, "available", lambda: [TRT, CUDA, CPU])
     assert onnx_of("gpu") == [  # float32 first, the reference's kind
         ("tensorrt", "fp32"), ("cuda", "fp32"), ("tensorrt", "fp16"), ("cuda", "tf32")]
     assert [p.engine for p in plans("cuda")] == ["tflite", "onnx", "onnx"]
@@ -203,7 +205,7 @@ def test_without_onnxruntime_the_engine_says_how_to_get_it(small: SmallModels, m
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(LivepuppetError, match=r"needs ONNX Runtime \(pip install 'livepuppet\[onnx\]'"):
         open_engine(small.model("legacy-fp32-b1"), "onnx")
-    assert onnx_engine.available() == []
+    assert devices.available() == []
     assert not [p for p in candidates(read_folder(small.model("legacy-fp32-b1")), Machine.current(), Request())
                 if p.engine == "onnx"]
 
@@ -216,7 +218,7 @@ def test_without_onnxruntime_the_engine_says_how_to_get_it(small: SmallModels, m
 def test_onnx_on_a_gpu_provider(small: SmallModels, device: str) -> None:
     """Needs a GPU and the onnxruntime build for it (none on CI or this machine): float32 within 1e-3 of PyTorch,
     the model's ops on that provider (what falls back to the CPU is printed)."""
-    if BY_NAME[device] not in onnx_engine.available():
+    if BY_NAME[device] not in devices.available():
         pytest.skip(f"this onnxruntime build has no {BY_NAME[device].label} provider")
     engine = open_engine(small.model("legacy-fp32-b1"), "onnx", device=device)
     err = np.abs(_animate(engine, small) - small.reference())

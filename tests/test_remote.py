@@ -25,7 +25,7 @@ import pytest
 from livepuppet.cli import main
 from livepuppet.remote import protocol as P
 from livepuppet.remote.client import RemoteClient, RemoteRefused
-from livepuppet.remote.server import ServeOptions
+from livepuppet.remote.server import ServerPolicy
 from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.pipeline import Pipeline
 from tests.remote_kit import Relay, levels, portrait_and_frames, raw_session, remote_pipeline, serving
@@ -134,7 +134,7 @@ def test_cli_animate_and_run_remote_fetch_keypoint_models_once(model: Path, serv
 
 
 def test_four_sessions_at_once_each_get_their_own_avatar_and_a_fifth_hears_busy(model: Path) -> None:
-    with serving(model, ServeOptions(max_sessions=4)) as served:
+    with serving(model, ServerPolicy(max_sessions=4)) as served:
         results: dict[int, np.ndarray] = {}
         inputs = {i: portrait_and_frames(64, 4, seed=10 + i) for i in range(4)}
         pipes = [remote_pipeline(served.url, model, "png") for _ in range(4)]
@@ -254,7 +254,7 @@ def test_no_hello_first_and_a_wrong_protocol_are_refused(served) -> None:
 def test_an_idle_session_is_closed(model: Path) -> None:
     from websockets.exceptions import ConnectionClosed
 
-    with serving(model, ServeOptions(idle_timeout=1)) as served:
+    with serving(model, ServerPolicy(idle_timeout=1)) as served:
         conn = raw_session(served.url)
         start = time.monotonic()
         with pytest.raises(ConnectionClosed) as closed:
@@ -270,7 +270,7 @@ def test_an_idle_session_is_closed(model: Path) -> None:
 def test_token_compared_and_a_wrong_one_refused_in_one_line_on_both_sides(model: Path, tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     token = "correct-horse-battery-staple"
-    with serving(model, ServeOptions(token=token)) as served:
+    with serving(model, ServerPolicy(token=token)) as served:
         with pytest.raises(RemoteRefused, match="wrong token"):
             RemoteClient(served.url, "wrong-token-wrong-token").start()
         assert RemoteClient(served.url, token).start()
@@ -313,7 +313,7 @@ def test_origin_allow_list_and_host_check(model: Path) -> None:
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    with serving(model, ServeOptions(allow_origins=("https://puppets.example",))) as served:
+    with serving(model, ServerPolicy(allow_origins=("https://puppets.example",))) as served:
         url = served.url + P.PATH
         for origin in ("https://puppets.example", "http://127.0.0.1:8765", "http://localhost:3000", None):
             # allowed: listed, a page on this machine, no browser

@@ -16,7 +16,7 @@ import ray
 from ray import serve
 
 from livepuppet.remote.ray_app import application, quiet_ray
-from livepuppet.remote.server import ServeOptions
+from livepuppet.remote.server import ServerPolicy
 from livepuppet.runtime.choose import open_engine
 from livepuppet.runtime.pipeline import Pipeline
 from tests.remote_kit import levels, portrait_and_frames, remote_pipeline
@@ -34,7 +34,7 @@ def ray_serve(small: SmallModels):
              logging_level="ERROR", log_to_driver=False, configure_logging=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = application(small.model("legacy-fp32-b1"), "tflite", ServeOptions(), replicas=2, cpus_per_replica=0.5)
+        app = application(small.model("legacy-fp32-b1"), "tflite", ServerPolicy(), replicas=2, cpus_per_replica=0.5)
         serve.run(app, name="livepuppet", route_prefix="/", blocking=False)
         yield f"ws://127.0.0.1:{port}"
     finally:

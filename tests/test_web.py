@@ -140,7 +140,7 @@ def test_server_serves_the_page_the_runtime_and_the_model_only(small: SmallModel
         assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"  # WebAssembly threads need both
         assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
         assert b'src="app.js"' in page.read()
-        assert b"new Worker" in _get(base + "remote.js").read()  # the models run in worker.js
+        assert b"new Worker" in _get(base + "worker_client.js").read()  # the models run in worker.js
         assert b"import('./puppet.js')" in _get(base + "worker.js").read()
         for name, facts in VERSION["wasm"].items():
             zipped = _get(base + "vendor/wasm/" + name)
@@ -153,10 +153,10 @@ def test_server_serves_the_page_the_runtime_and_the_model_only(small: SmallModel
         assert web["frame_size"] == [64, 64] and web["num_kp"] == 5
         assert json.loads(_get(base + "keys.json").read()) == page_table()
         assert _get(base + "model/generator.tflite").read() == (model / "generator.tflite").read_bytes()
-        # the browser graph's files for WebGPU, as web.json names them
+        # the browser graph's files for WebGPU, as web.json names them (the folder keeps them under web/)
         assert web["webgpu_models"]["generator"] == "webgpu/generator.tflite"
         assert (_get(base + "model/webgpu/generator.tflite").read()
-                == (model / "webgpu" / "generator.tflite").read_bytes())
+                == (model / "web" / "generator.tflite").read_bytes())
         for bad in ("model/manifest.json", "../pyproject.toml", "vendor/", "%2e%2e/web.py", "web.py"):
             with pytest.raises(urllib.error.HTTPError) as err:
                 _get(base + bad)
@@ -495,10 +495,10 @@ def test_page_renders_on_a_server(small: SmallModels, url: str, page) -> None:
 
 @needs_browser
 def test_page_with_a_wrong_token_says_so(small: SmallModels, url: str, page) -> None:
-    from livepuppet.remote.server import ServeOptions
+    from livepuppet.remote.server import ServerPolicy
     from tests.remote_kit import serving
 
-    with serving(small.model("legacy-fp32-b1"), ServeOptions(token="the-right-token-0123")) as served:
+    with serving(small.model("legacy-fp32-b1"), ServerPolicy(token="the-right-token-0123")) as served:
         page.goto(f"{url}?server={served.url}&token=guess")
         page.wait_for_function("document.body.dataset.state", timeout=60_000)
         assert page.evaluate("document.body.dataset.state") == "failed"

@@ -16,7 +16,6 @@ Nothing here imports TensorFlow: on the tflite engine it is never loaded.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import os
@@ -37,6 +36,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from livepuppet.commands.options import AnimateOptions
 from livepuppet.runtime.engines import Keypoints
 from livepuppet.errors import MediaError
 from livepuppet.media import FrameFolderWriter, fit_frame, open_frames, open_writer, read_image
@@ -124,20 +124,20 @@ def animate(pipeline: Pipeline, frames: Iterable[np.ndarray],
         yield from zip(chunk, pipeline.animate(chunk))
 
 
-def run(args: argparse.Namespace) -> int:
+def _prepare(args: AnimateOptions, console: Console):
+    """Everything before the first frame: the inputs checked and opened, the engine (here or remote), the
+    portrait framed, the writer made; (driving, engine or None, folder, size, portrait, writer)."""
     from livepuppet import outputs
     from livepuppet.commands.default_model import model_folder, resolve_model
     from livepuppet.modelfolder.read import read_folder
-    from livepuppet.runtime.choose import open_engine
 
-    console = Console(stderr=True)
     # Cheap checks first, so a typo never waits for a model to load (or be converted).
     outputs.check(args.output, [args.driving, args.source, model_folder(args.model)])
     source_image = read_image(args.source)
     driving = open_frames(args.driving)
     engine = None
     try:
-        if getattr(args, "remote", None):  # the frame size is the server's model's
+        if args.remote:  # the frame size is the server's model's
             from livepuppet.remote.connect import open_remote
 
             engine = open_remote(args, lambda text: console.print(text, markup=False, highlight=False))
@@ -146,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
             folder = resolve_model(args.model)
             size = read_folder(folder).frame_size
         portrait, notice = frame_portrait(source_image, size, args.paste_back)
-        source = portrait.crop
         if notice:
             console.print(notice, markup=False, highlight=False)
         writer = open_writer(args.output, driving.fps, driving.audio_source)
@@ -155,35 +154,44 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             engine.close()
         raise
-    limit, batch = args.frames, args.batch
-    total = driving.frame_count
-    if limit is not None:
-        total = limit if total is None else min(total, limit)
+    return driving, engine, folder, size, portrait, writer
 
+
+def _best_frame(args: AnimateOptions, pipeline: Pipeline, driving, size, total, progress: Progress):
+    """``--best-frame``: calibrate on the frame nearest the portrait's pose; (the driving video reopened, total)."""
+    scan = progress.add_task("keypoints", total=total)
+    with driving:
+        best = choose_best_frame(pipeline, _fitted(driving, size, args.frames), args.batch,
+                                 on_batch=lambda n: progress.advance(scan, n))
+    total = int(progress.tasks[scan].completed)  # exact now
+    progress.update(scan, total=total)
+    progress.console.print(f"best frame: calibrated on frame {best} (counting from 0) of {total}",
+                           markup=False, highlight=False)
+    return open_frames(args.driving), total
+
+
+def run(args: AnimateOptions) -> int:
+    from livepuppet.runtime.choose import open_engine
+
+    console = Console(stderr=True)
+    driving, engine, folder, size, portrait, writer = _prepare(args, console)
+    total = driving.frame_count
+    if args.frames is not None:
+        total = args.frames if total is None else min(total, args.frames)
     try:
         with writer, _progress(console) as progress:
             engine = engine or open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast,
                                            device=args.device)
             pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
                                 smoothing=args.smoothing, rate=driving.fps or 25.0)
-            pipeline.set_source(source)
+            pipeline.set_source(portrait.crop)
             if args.best_frame:
-                scan = progress.add_task("keypoints", total=total)
-                with driving:
-                    best = choose_best_frame(pipeline, _fitted(driving, size, limit), batch,
-                                             on_batch=lambda n: progress.advance(scan, n))
-                total = int(progress.tasks[scan].completed)  # exact now
-                progress.update(scan, total=total)
-                progress.console.print(f"best frame: calibrated on frame {best} (counting from 0) of {total}",
-                                       markup=False, highlight=False)
-                driving = open_frames(args.driving)
-
+                driving, total = _best_frame(args, pipeline, driving, size, total, progress)
             task = progress.add_task("animating", total=total)
-            start = time.perf_counter()
-            count = 0
+            start, count = time.perf_counter(), 0
             with driving:
-                for frame, pred in animate(pipeline, _fitted(driving, size, limit), batch):
-                    writer.write(np.concatenate([source, frame, pred], axis=1) if args.side_by_side
+                for frame, pred in animate(pipeline, _fitted(driving, size, args.frames), args.batch):
+                    writer.write(np.concatenate([portrait.crop, frame, pred], axis=1) if args.side_by_side
                                  else portrait.paste(pred))
                     count += 1
                     progress.advance(task)
@@ -193,9 +201,14 @@ def run(args: argparse.Namespace) -> int:
         driving.close()
         if hasattr(engine, "close"):
             engine.close()
-    for notice in dict.fromkeys(pipeline.notices + getattr(driving, "notices", [])):
+    _report(console, pipeline.notices + getattr(driving, "notices", []), writer, count, elapsed, engine)
+    return 0
+
+
+def _report(console: Console, notices: list[str], writer, count: int, elapsed: float, engine) -> None:
+    """What was written, said once the writer has renamed it into place (only now does the output exist)."""
+    for notice in dict.fromkeys(notices):
         console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
-    # Only now, after the writer renamed it into place, does the output exist.
     fps = count / elapsed if elapsed > 0 else 0.0
     audio = " (with the driving video's audio)" if getattr(writer, "audio_muxed", False) else ""
     shown = f"{writer.path}{os.sep}" if isinstance(writer, FrameFolderWriter) else str(writer.path)
@@ -203,4 +216,3 @@ def run(args: argparse.Namespace) -> int:
                   markup=False, highlight=False, soft_wrap=True)
     if hasattr(engine, "summary"):
         console.print(engine.summary(), markup=False, highlight=False, soft_wrap=True)
-    return 0

@@ -13,7 +13,6 @@ of the floor is only stated when no other process competed for the CPU.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from livepuppet.commands.options import BenchOptions
 from livepuppet import __version__, outputs
 from livepuppet.fomm import config as cfgmod
 from livepuppet.fomm.config import ModelConfig
@@ -226,7 +226,7 @@ def _lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _model(args: argparse.Namespace, err: Console, tmp: list[Path]) -> Path:
+def _model(args: BenchOptions, err: Console, tmp: list[Path]) -> Path:
     """--model, else the converted default model, else a random-weights vox-256 in a temporary folder."""
     if args.model is not None:
         return args.model
@@ -236,7 +236,7 @@ def _model(args: argparse.Namespace, err: Console, tmp: list[Path]) -> Path:
     if found is not None:
         err.print(f"no --model: timing the default model {found}")
         return found
-    cfg = getattr(args, "random_config", None) or cfgmod.preset("vox")
+    cfg = args.random_config or cfgmod.preset("vox")
     h, w = cfg.frame_shape
     err.print(f"no --model and no default model yet: building a {w}x{h} model of the vox architecture with "
               "random weights in a temporary folder (about a minute)")
@@ -244,7 +244,7 @@ def _model(args: argparse.Namespace, err: Console, tmp: list[Path]) -> Path:
     return build_random_model(tmp[0] / "model", cfg, batch=args.batch, console=err)
 
 
-def _plans(folder: ModelFolder, args: argparse.Namespace) -> tuple[list[Plan], bool]:
+def _plans(folder: ModelFolder, args: BenchOptions) -> tuple[list[Plan], bool]:
     """The plans to time, and whether the first is the float32 reference the others are compared with."""
     machine = Machine.current()
     request = Request(args.engine, args.exact, args.fast, args.device)
@@ -258,8 +258,8 @@ def _plans(folder: ModelFolder, args: argparse.Namespace) -> tuple[list[Plan], b
     return [reference, chosen], False
 
 
-def run(args: argparse.Namespace) -> int:
-    """``livepuppet bench``. A hidden ``args.random_config`` (a ModelConfig) picks the random model's
+def run(args: BenchOptions) -> int:
+    """``livepuppet bench``. ``args.random_config`` (a ModelConfig, not on the command line) picks the random model's
     architecture when there is no model (tests use a small one); the default is vox-256."""
     console, err = Console(), Console(stderr=True)
     outputs.check(args.json, [args.model])  # before a minute of work, not after

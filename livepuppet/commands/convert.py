@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from livepuppet.commands.options import ConvertOptions
 from livepuppet import outputs
 from livepuppet.paths import models_dir
 
@@ -84,14 +84,14 @@ def conversion_inputs(checkpoint: Path, config: str | None) -> list[Path]:
     return [checkpoint] + ([Path(config)] if config and Path(config).is_file() else [])
 
 
-def convert(args: argparse.Namespace) -> int:
-    if getattr(args, "web", None):  # the page goes elsewhere than the model it is made of: checked before the work
+def convert(args: ConvertOptions) -> int:
+    if args.web:  # the page goes elsewhere than the model it is made of: checked before the work
         model = args.out or models_dir() / model_name(args.checkpoint)
         outputs.check(args.web, [*conversion_inputs(args.checkpoint, args.config), model])
     targets = tuple(args.targets) + (("int8",) if args.fast else ()) + (("web",) if args.web else ())
     out = convert_checkpoint(args.checkpoint, args.out, args.config, args.precision, args.batch, args.size,
                              targets=targets, numerics=args.numerics)
-    if getattr(args, "web", None):
+    if args.web:
         from livepuppet.web.site import export
 
         console.print(f"[green]web page written to {export(out, args.web)}[/]")

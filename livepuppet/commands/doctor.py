@@ -11,7 +11,6 @@ is 0 whatever is found: doctor reports, the other commands complain.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import importlib.metadata
 import importlib.util
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from livepuppet.commands.options import DoctorOptions
 from livepuppet import __version__
 from livepuppet.live.cameras import CameraNode, video_nodes
 
@@ -339,7 +339,7 @@ def _openvino(report: Report) -> None:
 
 def _onnx(report: Report) -> None:
     """ONNX Runtime's build and its providers, in livepuppet's preference order, and what ``--device`` picks."""
-    from livepuppet.runtime.engines import onnx
+    from livepuppet.runtime import devices as onnx
     from livepuppet.runtime.plan import RUNTIME_PACKAGES
 
     versions = [f"{name} {v}" for name in RUNTIME_PACKAGES["onnx"] if (v := _dist_version(name))]
@@ -489,7 +489,7 @@ def render(report: Report, console: Console) -> None:
             console.print(Text("  " + command), soft_wrap=True)
 
 
-def run(args: argparse.Namespace | None = None) -> int:  # noqa: ARG001 - no options yet
+def run(args: DoctorOptions | None = None) -> int:  # noqa: ARG001 - no options yet
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=max(console.width, 120))  # a log, not a window

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from rich.console import Console
+
+from livepuppet.commands.options import DownloadOptions
 
 console = Console(stderr=True)
 
 
-def download(args: argparse.Namespace) -> int:
+def download(args: DownloadOptions) -> int:
     from livepuppet.hub.download import ensure_checkpoint
     from livepuppet.hub.registry import get_entry
 

@@ -8,7 +8,6 @@ drop frames) during a first-run download or conversion.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 from rich.console import Console
 
+from livepuppet.commands.options import RunOptions
 from livepuppet.errors import MediaError
 
 DEFAULT_RECORD_FPS = 25.0
@@ -56,7 +56,7 @@ def read_sources(images: list[np.ndarray], size: tuple[int, int], paste_back: bo
     return portraits
 
 
-def vcam_size(args: argparse.Namespace, images: list[np.ndarray]) -> tuple[int, int]:
+def vcam_size(args: RunOptions, images: list[np.ndarray]) -> tuple[int, int]:
     """--vcam-size, else the first portrait's picture size with paste-back (capped at 1280x720), else 512x512."""
     if args.vcam_size:
         return args.vcam_size
@@ -112,79 +112,101 @@ def startup_and_memory(first_frame_at: float) -> str:
     return "; ".join(parts)
 
 
-def _open_engine(args: argparse.Namespace, console: Console, stack: ExitStack):
+def _open_engine(options: RunOptions, console: Console, stack: ExitStack):
     """The local engine, or with --remote the remote one (closed with ``stack``)."""
-    if getattr(args, "remote", None):
+    if options.remote:
         from livepuppet.remote.connect import open_remote
 
-        engine = open_remote(args, lambda text: console.print(text, markup=False, highlight=False))
+        engine = open_remote(options, lambda text: console.print(text, markup=False, highlight=False))
         stack.callback(engine.close)
         return engine
     from livepuppet.commands.default_model import resolve_model
     from livepuppet.runtime.choose import open_engine
 
-    model = resolve_model(args.model, download_ok=True, yes=args.yes)
-    return open_engine(model, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
+    model = resolve_model(options.model, download_ok=True, yes=options.yes)
+    return open_engine(model, options.engine, options.threads, exact=options.exact, fast=options.fast,
+                       device=options.device)
 
 
-def run(args: argparse.Namespace) -> int:
+def _screen_sinks(options: RunOptions, images: list[np.ndarray], console: Console, stack: ExitStack) -> list:
+    """The preview window and the virtual camera, opened before the model loads so their mistakes fail fast."""
+    from livepuppet.live.sinks import PreviewWindow, VirtualCameraSink
+
+    sinks: list = []
+    if not options.no_preview:
+        preview = PreviewWindow()
+        stack.callback(preview.close)
+        sinks.append(preview)
+    if options.vcam:
+        w, h = vcam_size(options, images)
+        vcam = VirtualCameraSink(w, h, options.vcam_fps)
+        stack.callback(vcam.close)
+        sinks.append(vcam)
+        console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
+    return sinks
+
+
+def _recording(options: RunOptions, fps: float, live: bool, console: Console, stack: ExitStack):
+    """The --record sink, or None."""
+    if not options.record:
+        return None
+    from livepuppet.live.sinks import RecordingSink
+
+    record = RecordingSink(options.record, fps, realtime=live)  # live: plays at real speed
+    stack.callback(record.close)
+    for notice in record.notices:
+        console.print(f"note: {notice}", markup=False, highlight=False)
+    return record
+
+
+def run(options: RunOptions) -> int:
     console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a pipe or file
     started = time.perf_counter()
-    source_paths = load_sources(args.source)
+    source_paths = load_sources(list(options.source))
     from livepuppet import outputs
     from livepuppet.commands.default_model import model_folder
     from livepuppet.media import read_image
     from livepuppet.live.portrait import cap_size
 
-    outputs.check(args.record, [args.camera, *args.source, *source_paths, model_folder(args.model)])
-
+    outputs.check(options.record, [options.camera, *options.source, *source_paths, model_folder(options.model)])
     images = [cap_size(read_image(path)) for path in source_paths]  # unreadable sources fail now, before the model loads
     from livepuppet.runtime.pipeline import Pipeline
     from livepuppet.live.capture import open_camera
     from livepuppet.live.framing import FaceFramer
     from livepuppet.live.loop import run_live
-    from livepuppet.live.sinks import PreviewWindow, RecordingSink, VirtualCameraSink
 
     with ExitStack() as stack:
-        sinks: list = []
-        if not args.no_preview:
-            preview = PreviewWindow()
-            stack.callback(preview.close)
-            sinks.append(preview)
-        if args.vcam:
-            w, h = vcam_size(args, images)
-            vcam = VirtualCameraSink(w, h, args.vcam_fps)
-            stack.callback(vcam.close)
-            sinks.append(vcam)
-            console.print(f"virtual camera: {vcam.device or 'on'} ({w}x{h})")
-        engine = _open_engine(args, console, stack)
-        sources = read_sources(images, engine.frame_size, args.paste_back, console.print)
-        capture = open_camera(args.camera, args.camera_size, paced=not getattr(args, "every_frame", False))
+        sinks = _screen_sinks(options, images, console, stack)
+        engine = _open_engine(options, console, stack)
+        sources = read_sources(images, engine.frame_size, options.paste_back, console.print)
+        capture = open_camera(options.camera, options.camera_size, paced=not options.every_frame)
         stack.callback(capture.release)
-        pipeline = Pipeline(engine, relative=args.relative, adapt_scale=args.adapt_scale,
-                            smoothing=args.smoothing, rate=getattr(capture, "fps", None) or DEFAULT_RECORD_FPS)
-        if args.record:
-            fps = getattr(capture, "fps", None) or DEFAULT_RECORD_FPS
-            record = RecordingSink(args.record, fps, realtime=capture.live)  # live: plays at real speed
-            stack.callback(record.close)
-            sinks.append(record)
-            for notice in record.notices:
-                console.print(f"note: {notice}", markup=False, highlight=False)
+        fps = getattr(capture, "fps", None) or DEFAULT_RECORD_FPS
+        pipeline = Pipeline(engine, relative=options.relative, adapt_scale=options.adapt_scale,
+                            smoothing=options.smoothing, rate=fps)
+        record = _recording(options, fps, capture.live, console, stack)
+        sinks += [record] if record is not None else []
         if not sinks:
             console.print("note: no preview, virtual camera or recording: frames are computed and dropped")
         console.print(f"model {engine.folder.path} on {engine.label}; ready in "
                       f"{time.perf_counter() - started:.1f} s")
-        stats = run_live(pipeline, capture, FaceFramer(enabled=not args.no_face_tracking), sinks,
-                         frames=args.frames, batch=args.batch, sources=sources, console=console)
+        stats = run_live(pipeline, capture, FaceFramer(enabled=not options.no_face_tracking), sinks,
+                         frames=options.frames, batch=options.batch, sources=sources, console=console)
+    _report(options, console, stats, engine, record)
+    return 0
+
+
+def _report(options: RunOptions, console: Console, stats, engine, record) -> None:
+    """The run's last lines: speed, remote traffic, start-up and memory, what was recorded."""
     console.print(stats.summary())
     if hasattr(engine, "summary"):  # a remote engine: frames rendered there and here, bytes up and down
         console.print(engine.summary())
     if line := startup_and_memory(stats.first_frame_at):
         console.print(line)
-    if args.record:
-        if not record.saved:
-            console.print(f"recording: nothing was recorded; {args.record} was left as it was")
-        else:
-            counted = "" if record.frames_saved is None else f"{record.frames_saved} frames on disk in "
-            console.print(f"recording: {counted}{args.record}")
-    return 0
+    if record is None:
+        return
+    if not record.saved:
+        console.print(f"recording: nothing was recorded; {options.record} was left as it was")
+    else:
+        counted = "" if record.frames_saved is None else f"{record.frames_saved} frames on disk in "
+        console.print(f"recording: {counted}{options.record}")

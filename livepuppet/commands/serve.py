@@ -9,20 +9,20 @@ token, and TLS comes from ``--certfile/--keyfile`` or a reverse proxy in front
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from rich.console import Console
 
+from livepuppet.commands.options import ServeOptions
 from livepuppet.errors import LivepuppetError
 
 MIN_TOKEN = 16  # characters: guessing one over the network must be hopeless
 
 
-def options_from_args(args: argparse.Namespace):
-    """ServeOptions from the command line, with the token rule applied (a one-line error otherwise)."""
+def server_policy(args: ServeOptions):
+    """The server's policy from the command line, with the token rule applied (a one-line error otherwise)."""
     from livepuppet.remote import protocol as P
-    from livepuppet.remote.server import ServeOptions
+    from livepuppet.remote.server import ServerPolicy
     from livepuppet.web.server import is_loopback
 
     token = args.token or os.environ.get(P.TOKEN_ENV) or None
@@ -34,15 +34,15 @@ def options_from_args(args: argparse.Namespace):
                               f"{P.TOKEN_ENV} (at least {MIN_TOKEN} characters), and give it to clients")
     if bool(args.certfile) != bool(args.keyfile):
         raise LivepuppetError("TLS needs both --certfile and --keyfile")
-    return ServeOptions(token=token, max_sessions=args.max_sessions, idle_timeout=float(args.idle_timeout),
+    return ServerPolicy(token=token, max_sessions=args.max_sessions, idle_timeout=float(args.idle_timeout),
                         allow_origins=tuple(args.allow_origin or ()))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ServeOptions) -> int:
     from livepuppet.commands.default_model import resolve_model
 
     console = Console(stderr=True)
-    options = options_from_args(args)
+    options = server_policy(args)
     model = resolve_model(args.model)
     if args.ray:
         from livepuppet.remote.ray_app import serve_on_ray

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
+from livepuppet.commands.options import WebOptions
 from livepuppet.web.site import export, folder_size
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: WebOptions) -> int:
     from rich.console import Console
 
     from livepuppet.commands.default_model import resolve_model

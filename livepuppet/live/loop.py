@@ -493,7 +493,7 @@ class _Loop:
             self._run()
         if self.worker.error is not None:
             raise self.worker.error
-        return self._final_stats()
+        return _final_stats(self)
 
     def _run(self) -> None:
         live_line: Live | None = None
@@ -597,17 +597,19 @@ class _Loop:
         if first_error is not None and self.worker.error is None:
             raise first_error
 
-    def _final_stats(self) -> LiveStats:
-        st, meter = self.stats, self.output.meter
-        st.frames, st.passed = meter.frames, self.output.passed
-        st.seconds = meter.last - meter.first
-        st.latency_ms = meter.latency()
-        st.first_frame_at = meter.first
-        st.stage_ms = self.clock.medians()
-        st.dropped = self.worker.dropped + getattr(self.capture, "dropped", 0)
-        st.stalls = max(self.intake.stalls, getattr(self.capture, "stalls", 0))
-        st.stop_reason = self.stop_reason or "end of input"
-        return st
+
+def _final_stats(loop: _Loop) -> LiveStats:
+    """What the run did, for its summary line: frames, speed, latency, stages, drops and why it stopped."""
+    st, meter = loop.stats, loop.output.meter
+    st.frames, st.passed = meter.frames, loop.output.passed
+    st.seconds = meter.last - meter.first
+    st.latency_ms = meter.latency()
+    st.first_frame_at = meter.first
+    st.stage_ms = loop.clock.medians()
+    st.dropped = loop.worker.dropped + getattr(loop.capture, "dropped", 0)
+    st.stalls = max(loop.intake.stalls, getattr(loop.capture, "stalls", 0))
+    st.stop_reason = loop.stop_reason or "end of input"
+    return st
 
 
 class _Display:

@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Callable
 
+from livepuppet.commands.options import RemoteOptions
 from livepuppet.errors import LivepuppetError
 from livepuppet.modelfolder.read import read_folder
 from livepuppet.modelfolder.schema import MANIFEST
@@ -25,9 +25,9 @@ from livepuppet.remote.handshake import http_url
 from livepuppet.runtime.engines.remote import RemoteEngine
 
 
-def local_model(args: argparse.Namespace) -> Path | None:
+def local_model(args: RemoteOptions) -> Path | None:
     """``--model``, else the default model if it is already converted here (never downloaded for a remote run)."""
-    if getattr(args, "model", None) is not None:
+    if args.model is not None:
         if not (args.model / MANIFEST).is_file():
             raise LivepuppetError(f"{args.model} is not a livepuppet model folder; pass the folder `convert` wrote")
         return args.model
@@ -36,21 +36,18 @@ def local_model(args: argparse.Namespace) -> Path | None:
     return converted_default_model()
 
 
-def _open_local(folder: Path, args: argparse.Namespace):
+def _open_local(folder: Path, args: RemoteOptions):
     from livepuppet.runtime.choose import open_engine
 
-    return open_engine(folder, getattr(args, "engine", "auto"), getattr(args, "threads", None),
-                       exact=getattr(args, "exact", False), fast=getattr(args, "fast", False),
-                       device=getattr(args, "device", "cpu"))
+    return open_engine(folder, args.engine, args.threads, exact=args.exact, fast=args.fast, device=args.device)
 
 
-def open_remote(args: argparse.Namespace, say: Callable[[str], object]) -> RemoteEngine:
+def open_remote(args: RemoteOptions, say: Callable[[str], object]) -> RemoteEngine:
     """The engine for ``--remote``; a one-line error when there is neither a server nor a local model."""
-    token = getattr(args, "token", None) or os.environ.get(P.TOKEN_ENV) or None
+    token = args.token or os.environ.get(P.TOKEN_ENV) or None
     folder = local_model(args)
     local_id = P.model_id(read_folder(folder)) if folder is not None else None
-    client = RemoteClient(args.remote, token, getattr(args, "remote_format", "jpeg"),
-                          getattr(args, "remote_quality", 90), say=say)
+    client = RemoteClient(args.remote, token, args.remote_format, args.remote_quality, say=say)
     if not client.start():
         if folder is None:
             client.close()
@@ -67,7 +64,7 @@ def open_remote(args: argparse.Namespace, say: Callable[[str], object]) -> Remot
     if folder is not None:
         say(f"remote: the local model {folder.name} is not the server's ({welcome['model']['name']}): keypoints "
             "run on the server's keypoint models, and frames are held while the server is away")
-    return RemoteEngine(client, _keypoint_engine(client, token, getattr(args, "threads", None)))
+    return RemoteEngine(client, _keypoint_engine(client, token, args.threads))
 
 
 def _keypoint_engine(client: RemoteClient, token: str | None, threads: int | None):

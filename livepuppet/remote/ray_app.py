@@ -13,7 +13,6 @@ same path on every node; TLS goes in a reverse proxy in front of Ray's.
 
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import Any
 
 from rich.console import Console
 
+from livepuppet.commands.options import ServeOptions
 from livepuppet.errors import LivepuppetError
-from livepuppet.remote.server import ServeOptions
+from livepuppet.remote.server import ServerPolicy
 
 
 class Replica:
@@ -34,7 +34,7 @@ class Replica:
 
         import ray
 
-        opts = ServeOptions(**{**options, "allow_origins": tuple(options["allow_origins"])})
+        opts = ServerPolicy(**{**options, "allow_origins": tuple(options["allow_origins"])})
         self._state = build(Path(folder), open_engine(folder, engine), opts)
         self._state.welcome["replica"] = ray.get_runtime_context().get_actor_name()  # what `ray.kill` takes
         self._host = http_host
@@ -45,7 +45,7 @@ class Replica:
         return guarded(self._state.app(), self._host)
 
 
-def application(folder: Path, engine: str, options: ServeOptions, *, http_host: str = "127.0.0.1",
+def application(folder: Path, engine: str, options: ServerPolicy, *, http_host: str = "127.0.0.1",
                 replicas: int | None = None, gpus: int = 0, cpus_per_replica: float = 1.0):
     """The bound Serve application: ``replicas`` fixed, or autoscaled from 1 to one per GPU (one, without GPUs)."""
     from ray import serve
@@ -69,7 +69,7 @@ def quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def serve_on_ray(folder: Path, args: argparse.Namespace, options: ServeOptions, console: Console) -> int:
+def serve_on_ray(folder: Path, args: ServeOptions, options: ServerPolicy, console: Console) -> int:
     """Start (or join) Ray, deploy, and serve until Ctrl+C."""
     try:
         import ray

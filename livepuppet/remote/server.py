@@ -39,7 +39,9 @@ HELLO_TIMEOUT = 10.0  # s from connecting to a hello
 
 
 @dataclass(frozen=True)
-class ServeOptions:
+class ServerPolicy:
+    """What a server allows: who may connect, how many at once, how long an idle session is kept."""
+
     token: str | None = None
     max_sessions: int = 4
     idle_timeout: float = 30.0
@@ -72,7 +74,7 @@ def keypoint_models(folder: ModelFolder) -> tuple[bytes, dict[str, ServedFile]]:
 class RemoteServer:
     """The state the sessions share: the renderer, the options, what a welcome says, the open sessions."""
 
-    def __init__(self, renderer: Renderer, folder: ModelFolder, options: ServeOptions,
+    def __init__(self, renderer: Renderer, folder: ModelFolder, options: ServerPolicy,
                  console: Console | None = None) -> None:
         self.renderer, self.options = renderer, options
         self.console = console or Console(stderr=True)
@@ -250,12 +252,12 @@ async def _refuse(ws: WebSocket, exc: P.ProtocolError) -> None:
         pass
 
 
-def build(folder: Path, engine: Engine, options: ServeOptions | None = None,
+def build(folder: Path, engine: Engine, options: ServerPolicy | None = None,
           console: Console | None = None) -> RemoteServer:
     """The server state for ``engine`` (open on the model in ``folder``), warmed up."""
     from livepuppet.modelfolder.read import read_folder
 
-    options = options or ServeOptions()
+    options = options or ServerPolicy()
     renderer = Renderer(engine, max_sources=2 * options.max_sessions)
     renderer.warm_up()
     return RemoteServer(renderer, read_folder(folder), options, console)

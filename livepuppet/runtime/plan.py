@@ -146,10 +146,10 @@ def _savedmodel(folder: ModelFolder, machine: Machine, request: Request) -> list
 def _onnx(folder: ModelFolder, machine: Machine, request: Request) -> list[Plan]:
     """Each provider ``--device`` asks for (engines.onnx.requested), float32 and, unless exact, its reduced
     precisions (TensorRT fp16, CUDA tf32)."""
-    from livepuppet.runtime.engines import onnx
+    from livepuppet.runtime.devices import requested
 
     plans = []
-    for provider in onnx.requested(request.device):
+    for provider in requested(request.device):
         base = _uniform(folder, "onnx", "onnx", lambda v: "fp32", device=provider.name)
         if base is None:
             return []
@@ -164,9 +164,9 @@ def _openvino_takes(device: str) -> bool:
     Runtime's)."""
     if device != "gpu":
         return device in OPENVINO_DEVICES
-    from livepuppet.runtime.engines.openvino import devices
+    from livepuppet.runtime.devices import openvino_devices
 
-    return any(d.startswith("GPU") for d in devices())
+    return any(d.startswith("GPU") for d in openvino_devices())
 
 
 def _openvino(folder: ModelFolder, machine: Machine, request: Request) -> list[Plan]:
@@ -244,6 +244,10 @@ def plan(folder: ModelFolder, machine: Machine, request: Request) -> Plan:
                               "AVX-VNNI): it would be slower than the default here; run without --fast")
     if request.engine not in PLANNERS:
         raise LivepuppetError(f"unknown engine {request.engine!r}; choose one of {', '.join(ENGINES)}")
+    if request.engine == "openvino" and not _openvino_takes(request.device):
+        raise LivepuppetError(f"OpenVINO sees no GPU here (`livepuppet doctor` lists its devices); use --device cpu"
+                              if request.device == "gpu" else f"--device {request.device} is an ONNX Runtime "
+                              "provider; OpenVINO takes cpu, gpu or auto")
     if request.engine not in machine.runtimes:
         module = RUNTIME_MODULES[request.engine]
         raise LivepuppetError(f"the {request.engine} engine needs {module}, which is not installed here: "
@@ -257,10 +261,10 @@ def plan(folder: ModelFolder, machine: Machine, request: Request) -> Plan:
 
 def _missing(folder: ModelFolder, request: Request) -> str:
     if request.engine == "onnx" and folder.find("generator", "onnx"):
-        from livepuppet.runtime.engines import onnx
+        from livepuppet.runtime.devices import INSTALL, available
 
-        if not onnx.available():
-            return f"the onnx engine needs ONNX Runtime ({onnx.INSTALL})"
+        if not available():
+            return f"the onnx engine needs ONNX Runtime ({INSTALL})"
         return f"ONNX Runtime here offers no provider for --device {request.device} (`livepuppet doctor` lists them)"
     if request.fast:
         return (f"{folder.path} has no int8 generator; make one with "

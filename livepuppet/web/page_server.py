@@ -21,7 +21,7 @@ from starlette.routing import Route
 from livepuppet.modelfolder.read import read_folder
 from livepuppet.web.server import AsgiServer, ServedFile, file_response
 from livepuppet.web.site import ISOLATION_HEADERS, KEYS_JSON, MODEL_PREFIX, STATIC, WEB_MANIFEST, keys_json, \
-    model_files, page_variants, runtime_files, web_manifest
+    model_files, runtime_files, served_variants, web_manifest
 
 HEADERS = {"Cache-Control": "no-cache", **ISOLATION_HEADERS}
 
@@ -39,9 +39,9 @@ def file_table(model: Path) -> tuple[dict[str, ServedFile], dict[str, bytes]]:
     table = {name: ServedFile(STATIC, path.relative_to(STATIC).as_posix(), _media_type(name), path.suffix == ".gz")
              for name, path in runtime_files().items()}
     model_files(folder)  # every model file present now, or a one-line error
-    for network, variant in page_variants(folder).items():
+    for name, variant in served_variants(folder).items():
         stored = variant.files[0]
-        table[f"{MODEL_PREFIX}{network}.tflite"] = ServedFile(folder.path, stored.path, size=stored.bytes)
+        table[f"{MODEL_PREFIX}{name}"] = ServedFile(folder.path, stored.path, size=stored.bytes)
     return table, blobs
 
 

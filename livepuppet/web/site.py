@@ -86,10 +86,15 @@ def keys_json() -> bytes:
     return json.dumps(page_table(), indent=1).encode()
 
 
+def served_variants(folder: ModelFolder) -> dict[str, Variant]:
+    """URL name under model/ -> the variant behind it, for every model file the page may fetch."""
+    return ({f"{name}.tflite": v for name, v in page_variants(folder).items()}
+            | {f"{WEBGPU_PREFIX}{name}.tflite": v for name, v in webgpu_variants(folder).items()})
+
+
 def model_files(folder: ModelFolder) -> dict[str, Path]:
     """URL name under model/ -> file in the model folder, for every file the page may fetch."""
-    files = {f"{name}.tflite": folder.file(variant) for name, variant in page_variants(folder).items()}
-    files |= {f"{WEBGPU_PREFIX}{name}.tflite": folder.file(v) for name, v in webgpu_variants(folder).items()}
+    files = {name: folder.file(variant) for name, variant in served_variants(folder).items()}
     for path in files.values():
         if not path.is_file():
             problem = "is not a regular file" if os.path.lexists(path) else "is missing"

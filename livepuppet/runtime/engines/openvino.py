@@ -19,6 +19,7 @@ from livepuppet.errors import LivepuppetError, ModelFolderError, one_line
 from livepuppet.modelfolder.schema import ModelFolder
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import weight_pages
+from livepuppet.runtime.devices import openvino_devices
 from livepuppet.runtime.engines.base import Engine, check_inputs
 from livepuppet.runtime.plan import Plan, Step
 
@@ -26,13 +27,7 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # livepuppet's precision
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "auto": "AUTO"}
 
 
-def devices() -> list[str]:
-    """OpenVINO's devices here (``CPU``, ``GPU``, ``GPU.1``...), or [] without OpenVINO."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return []
-    return list(ov.Core().available_devices)
+devices = openvino_devices  # OpenVINO's devices here (livepuppet.runtime.devices)
 
 
 class OpenVINOEngine(Engine):

@@ -6,7 +6,7 @@ import {describeRuntime, Puppet, startRuntime, toImageData, toModelPixels} from 
 export class ServerPuppet {
   /** ``makeRemote(manifest)``: the RemoteGenerator for the page's model. */
   static async start({backend, threads, makeRemote}) {
-    const runtime = await startRuntime({backend, threads});
+    const runtime = await startRuntime({backend, threads, wasmDir: new URL('vendor/wasm/', document.baseURI).href});
     const puppet = await Puppet.load(new URL('model/', document.baseURI), runtime, makeRemote);
     return new ServerPuppet(puppet, runtime);
   }
