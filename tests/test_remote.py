@@ -486,6 +486,45 @@ def test_a_second_frame_in_flight_only_where_it_overlaps_something() -> None:
     assert client.in_flight.limit() == 2
 
 
+def test_idle_only_once_every_answered_frame_reached_its_caller() -> None:
+    """The end of a run waits (drain) for frames out at the server; a frame taken out of flight is handed to its
+    caller outside the lock, so idle must wait for that too, or the run ends with the last frame unrecorded."""
+    client = RemoteClient("ws://127.0.0.1:1")
+    inside, release, got = threading.Event(), threading.Event(), []
+
+    def on_frame(frame: P.Frame | None, rtt: float) -> None:
+        inside.set()
+        release.wait(10)
+        got.append(frame)
+
+    with client.cond:
+        frame_id = client.in_flight.add(on_frame)
+    image = np.zeros((8, 8, 3), np.uint8)
+    link = threading.Thread(target=lambda: RemoteLinkStandIn(client).frame(P.Frame(frame_id, 1.0, image)))
+    link.start()
+    assert inside.wait(10)
+    assert not client.in_flight.wait_idle(0.2), "idle while the caller had not been handed its frame"
+    release.set()
+    assert client.in_flight.wait_idle(10) and len(got) == 1
+    link.join(10)
+    with client.cond:
+        client.in_flight.add(lambda frame, rtt: got.append(frame))
+    client.lose(None)  # a lost frame's caller is told before idle too
+    assert client.in_flight.wait_idle(0) and got[-1] is None
+
+
+class RemoteLinkStandIn:
+    """The link thread's frame handling (livepuppet.remote.link), without a socket."""
+
+    def __init__(self, client: RemoteClient) -> None:
+        from livepuppet.remote.link import Link
+        self.link = Link.__new__(Link)
+        self.link.client = client
+
+    def frame(self, frame: P.Frame) -> None:
+        self.link._frame(frame)
+
+
 def test_tls_with_certfile_and_keyfile(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """wss:// with a self-signed certificate the client is told to trust (SSL_CERT_FILE): frames come back;
     a client that does not trust it is refused by TLS, not by a traceback."""

@@ -52,11 +52,16 @@ def _quiet() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    shimmed = not hasattr(np, "product")
+    if shimmed:  # tf2onnx 1.16's large_model path still calls np.product, which NumPy 2 removed
+        np.product = np.prod
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if shimmed:
+            del np.product
 
 
 def convert(fn, inputs, path: Path) -> None:
@@ -67,9 +72,10 @@ def convert(fn, inputs, path: Path) -> None:
     graph = fn.get_concrete_function(*inputs).graph
     warps = {op.name: (op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list(), f"{GRID_SAMPLE_OP}_aligned" in op.name)
              for op in graph.get_operations() if op.type == MARKER_TYPE and GRID_SAMPLE_OP in op.name}
-    with _quiet():
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=inputs, opset=OPSET,
-                                                 custom_ops={MARKER_TYPE: MARKER_DOMAIN})
+    with _quiet():  # large_model: weights kept out of the graphs tf2onnx rewrites (vox: 13 GB -> 7 GB peak)
+        proto, storage = tf2onnx.convert.from_function(fn, input_signature=inputs, opset=OPSET, large_model=True,
+                                                       custom_ops={MARKER_TYPE: MARKER_DOMAIN})
+    _inline_weights(proto, storage.name_to_tensor_data)
     _grid_samples(proto.graph, warps)
     _asymmetric_nearest(proto.graph)
     del proto.opset_import[:]
@@ -77,6 +83,27 @@ def convert(fn, inputs, path: Path) -> None:
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
+
+
+def _inline_weights(proto, stored: dict[str, bytes]) -> None:
+    """Put the weights tf2onnx kept aside (``large_model``) back into the model: one self-contained file.
+
+    With its default path tf2onnx deep-copies the whole graph, weights and all,
+    before each optimiser pass, and those copies outlive the pass: the vox
+    generator peaked at 13 GB. Set aside, the weights are held once; the peak
+    (7 GB, measured) is now tf2onnx's own graph rewriting.
+    """
+    from onnx import TensorProto
+
+    tensors = list(proto.graph.initializer)
+    tensors += [a.t for node in proto.graph.node for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next(e.value for e in tensor.external_data if e.key == "location")
+        tensor.raw_data = stored[location]
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
 
 
 def _grid_samples(graph, warps: dict[str, tuple[list, list, bool]]) -> None:

@@ -143,5 +143,8 @@ class RemoteClient:
         """One frame (None: every one) in flight is lost: its caller hears None."""
         with self.cond:
             lost = self.in_flight.lose(frame_id)
-        for pending in lost:
-            pending.on_frame(None, 0.0)
+        try:
+            for pending in lost:
+                pending.on_frame(None, 0.0)
+        finally:
+            self.in_flight.told(len(lost))

@@ -10,8 +10,10 @@ client's time from a free slot to its next frame) is at least
 frames sent while none was in flight: one sent behind another waits in the
 server's queue, which is not network.
 
-All methods but :meth:`InFlight.wait_slot` and :meth:`InFlight.wait_idle` are
-called with the owner's condition held; the waits take it themselves.
+All methods but :meth:`InFlight.wait_slot`, :meth:`InFlight.wait_idle` and
+:meth:`InFlight.told` are called with the owner's condition held; those take it
+themselves. Frames leave ``pending`` under the lock but their callers are told
+outside it, so ``telling`` counts them until then: idle means both are empty.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class InFlight:
         self.cond, self.up = cond, up
         self.pending: dict[int, Pending] = {}
         self.next_id = 1
+        self.telling = 0  # frames answered or lost whose callers are not yet told
         self.freed = 0.0  # when a slot last opened (perf_counter)
         self.recent_ms = {"server": 0.0, "network": 0.0, "client": 0.0}  # recent means (exponential)
 
@@ -57,7 +60,13 @@ class InFlight:
 
     def wait_idle(self, timeout: float) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: not self.pending, timeout)
+            return self.cond.wait_for(lambda: not self.pending and not self.telling, timeout)
+
+    def told(self, n: int) -> None:
+        """``n`` frames taken by :meth:`answer` or :meth:`lose` have been handed to their callers."""
+        with self.cond:
+            self.telling -= n
+            self.cond.notify_all()
 
     def add(self, on_frame: OnFrame) -> int:
         """A new frame id, counted in flight from now."""
@@ -78,6 +87,7 @@ class InFlight:
             if own.alone:
                 self._mean("network", max(0.0, (now - own.sent) * 1e3 - frame.server_ms))
         self.freed = now
+        self.telling += len(answered)
         self.cond.notify_all()
         return [(p, frame if i == frame.frame_id else None) for i, p in answered]
 
@@ -87,6 +97,7 @@ class InFlight:
             lost, self.pending = list(self.pending.values()), {}
         else:
             lost = [p for p in [self.pending.pop(frame_id, None)] if p is not None]
+        self.telling += len(lost)
         self.cond.notify_all()
         return lost
 

@@ -76,8 +76,11 @@ class Link(threading.Thread):
         now = time.perf_counter()
         with self.client.cond:
             answered = self.client.in_flight.answer(frame, now)
-        for pending, got in answered:  # older ones were skipped by the server: lost
-            pending.on_frame(got, (now - pending.sent) * 1e3)
+        try:
+            for pending, got in answered:  # older ones were skipped by the server: lost
+                pending.on_frame(got, (now - pending.sent) * 1e3)
+        finally:
+            self.client.in_flight.told(len(answered))
 
     def _control(self, message: dict[str, Any], conn) -> None:
         c, portrait = self.client, self.client.portrait
