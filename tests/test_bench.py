@@ -183,6 +183,18 @@ def test_bench_without_model_builds_random_weights(tmp_path, capsys):
     assert not Path(result["model"]["folder"]).exists()  # the temporary model is cleaned up
 
 
+def test_bench_without_model_converts_what_the_engine_and_precision_need() -> None:
+    """`bench --fast` (or `--engine onnx`) with no model converts the files those run on, not only the default's
+    (it used to build the default targets and then stop: no int8 generator)."""
+    from livepuppet.commands.bench import _targets_for
+    from livepuppet.commands.options import BenchOptions
+
+    assert _targets_for(BenchOptions()) == ("tflite", "openvino")
+    assert "int8" in _targets_for(BenchOptions(fast=True))
+    assert "onnx" in _targets_for(BenchOptions(engine="onnx"))
+    assert "savedmodel" in _targets_for(BenchOptions(engine="savedmodel"))
+
+
 def test_bench_bad_model_folder_is_a_user_error(tmp_path, capsys):
     assert main(["bench", "--model", str(tmp_path / "nowhere")]) == 2
     assert "livepuppet: error:" in capsys.readouterr().err

@@ -241,7 +241,18 @@ def _model(args: BenchOptions, err: Console, tmp: list[Path]) -> Path:
     err.print(f"no --model and no default model yet: building a {w}x{h} model of the vox architecture with "
               "random weights in a temporary folder (about a minute)")
     tmp.append(Path(tempfile.mkdtemp(prefix="livepuppet-bench-")))
-    return build_random_model(tmp[0] / "model", cfg, batch=args.batch, console=err)
+    return build_random_model(tmp[0] / "model", cfg, batch=args.batch, console=err, targets=_targets_for(args))
+
+
+_ENGINE_TARGETS = {"onnx": ("onnx",), "savedmodel": ("savedmodel",)}  # engines whose files a default convert skips
+
+
+def _targets_for(args: BenchOptions) -> tuple[str, ...]:
+    """What the random-weights folder must hold for the engine and precision asked for."""
+    from livepuppet.conversion.targets import DEFAULT_TARGETS, resolve_targets
+
+    extra = _ENGINE_TARGETS.get(args.engine, ()) + (("int8",) if args.fast else ())
+    return resolve_targets(DEFAULT_TARGETS + extra)
 
 
 def _plans(folder: ModelFolder, args: BenchOptions) -> tuple[list[Plan], bool]:
