@@ -59,15 +59,14 @@ def build(source: str, workdir: Path):
 
 def int8_graph_ir(checkpoint, cfg, workdir: Path) -> Path:
     """The float32 generator in the int8 graph, which --fast quantised (not kept in the folder)."""
-    from livepuppet.conversion.graphs import networks
+    from livepuppet.conversion.graphs import Graphs
     from livepuppet.conversion.targets.int8 import GRAPH
     from livepuppet.conversion.targets.openvino import ir_from
-    from livepuppet.fomm.modules import FOMM, GRAPHS
 
     xml = workdir / "generator-int8-graph-fp32.xml"
     if not xml.is_file():
-        fomm = FOMM(cfg, checkpoint.generator, checkpoint.kp_detector, rewrites=GRAPHS[GRAPH])
-        ir_from(*next(n for n in networks(fomm, 1) if n.name == "generator").concrete(), xml)
+        traced = Graphs(checkpoint, cfg, 1).traced(GRAPH, workdir / "traced", ["generator"])["generator"]
+        ir_from(traced.saved, xml)
     return xml
 
 

@@ -81,7 +81,7 @@ def test_engine_matches_pytorch(small: SmallModels, key: str, engine: str) -> No
 
 
 def test_trained_numerics_match_the_reference_patched_to_align_corners(small: SmallModels) -> None:
-    """convert's default, --numerics trained, against the reference with every grid_sample at
+    """--numerics trained (the default is original), against the reference with every grid_sample at
     align_corners=True (the PyTorch 1.0 behaviour the published weights were trained with)."""
     got = _animate(_engine(small, "zip-fp32-b1-trained", "tflite"), small.source, small.driving)
     trained, original = small.reference(numerics="trained"), small.reference(numerics="original")
