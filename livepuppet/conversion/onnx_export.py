@@ -53,7 +53,7 @@ def _quiet() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     shimmed = not hasattr(np, "product")
-    if shimmed:  # tf2onnx 1.16's large_model path still calls np.product, which NumPy 2 removed
+    if shimmed:  # tf2onnx 1.17's large_model path still calls np.product, which NumPy 2 removed
         np.product = np.prod
     try:
         yield
