@@ -62,7 +62,7 @@ MATRIX: dict[str, tuple[str, str, int | None, str]] = {
 }
 REPLACED_KEY, REPLACED_FROM = "legacy-fp32-b4", "legacy-fp32-b1"
 # SMALL converts in a second: the shared folders carry every engine's files (the default convert is
-# tested on its own in test_default_convert_is_lean_and_portable)
+# tested on its own: tests/test_openvino.py::test_default_convert_is_portable, test_vox256_default_convert_is_lean)
 SMALL_TARGETS = ("tflite", "openvino", "savedmodel")
 # the float32 folders carry the ONNX models (tests/test_onnx.py); the batch-1 one the browser graph too
 EXTRA_TARGETS = {"legacy-fp32-b1": ("onnx", "web"), "zip-fp32-dynamic": ("onnx",), "legacy-fp32-b4": ("onnx",)}
