@@ -12,8 +12,8 @@ several hundred MB, and a first run must not hold two.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +23,7 @@ from rich.console import Console
 from livepuppet import paths
 from livepuppet.modelfolder.read import read_folder
 from livepuppet.modelfolder.schema import ModelFolder
+from livepuppet.outputs import write_atomically
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import timing
 from livepuppet.runtime.engines import Engine, open_plan
@@ -119,9 +120,5 @@ def _write(path: Path | None, key: str, winner: timing.Measured, results: list[t
                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "all": [{"label": r.label, "frame_ms": r.timing.per_frame_ms, "mean": r.mean, "max": r.max}
                          for r in results]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a cache that cannot be written is measured again next time
+        write_atomically(path, json.dumps(data, indent=1))

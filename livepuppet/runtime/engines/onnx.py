@@ -14,6 +14,7 @@ user's cache folder, where ``doctor`` reads it. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -25,6 +26,7 @@ import numpy as np
 from livepuppet import paths
 from livepuppet.errors import LivepuppetError, ModelFolderError, one_line
 from livepuppet.modelfolder.schema import NETWORKS, ModelFolder
+from livepuppet.outputs import write_atomically
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime.engines.base import Engine, check_inputs
 from livepuppet.runtime.devices import BY_NAME, BY_ORT, DEVICES, INSTALL, PROVIDERS, Provider, available, onnxruntime, \
@@ -145,12 +147,8 @@ def record_placement(folder: ModelFolder, provider: str, placement: dict) -> Non
         return
     data = read_placement(folder)
     data[provider] = placement
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a cache that cannot be written is measured again next time
+        write_atomically(path, json.dumps(data, indent=1))
 
 
 def read_placement(folder: ModelFolder) -> dict:
