@@ -119,3 +119,23 @@ def test_the_schema_knows_every_graph() -> None:
     from livepuppet.modelfolder.schema import GRAPHS as NAMES
 
     assert set(NAMES) == set(GRAPHS)
+
+
+def test_a_cache_record_that_is_not_ours_reads_as_empty_and_updates_keep_the_rest(tmp_path: Path) -> None:
+    """auto's choices and the ONNX placement are best-effort records: odd, oversized or unreadable ones read as
+    empty (the work is done again), and setting one key keeps the others."""
+    from livepuppet.runtime.cache import MAX_RECORD_BYTES, read_record, update_record
+
+    path = tmp_path / "record.json"
+    assert read_record(None) == {} and read_record(path) == {}
+    for odd in ("[1, 2]", "{not json", "[" * 100_000):
+        path.write_text(odd)
+        assert read_record(path) == {}
+    path.write_text('{"a": 1}' + " " * MAX_RECORD_BYTES)
+    assert read_record(path) == {}
+    path.write_text('{"a": 1}')
+    update_record(path, "b", {"x": 2})
+    assert read_record(path) == {"a": 1, "b": {"x": 2}}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary file left behind
+    update_record(tmp_path / "missing" / "record.json", "a", 1)  # a cache that cannot be written is not kept
+    assert not (tmp_path / "missing").exists()

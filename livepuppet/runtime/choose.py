@@ -12,8 +12,6 @@ several hundred MB, and a first run must not hold two.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from importlib import metadata
 from pathlib import Path
@@ -23,14 +21,13 @@ from rich.console import Console
 from livepuppet import paths
 from livepuppet.modelfolder.read import read_folder
 from livepuppet.modelfolder.schema import ModelFolder
-from livepuppet.outputs import write_atomically
 from livepuppet.runtime import cpu as cpumod
 from livepuppet.runtime import timing
+from livepuppet.runtime.cache import read_record, update_record
 from livepuppet.runtime.engines import Engine, open_plan
 from livepuppet.runtime.plan import Machine, Plan, Request, candidates, plan
 
 console = Console()  # stdout: a status line, kept apart from the one-line errors on stderr
-MAX_CACHE_BYTES = 1 << 20
 
 
 def open_engine(folder: str | Path | ModelFolder, engine: str = "auto", threads: int | None = None, *,
@@ -52,7 +49,7 @@ def open_auto(folder: ModelFolder, machine: Machine, request: Request, threads: 
     key = _machine_key(threads, request)
     cache = cache_file(folder)
     known = {p.key: p for p in candidates(folder, machine, request)}
-    cached = _read(cache).get(key)
+    cached = read_record(cache).get(key)
     if cached and cached.get("plan") in known:
         chosen = known[cached["plan"]]
         engine = open_plan(folder, chosen, threads)
@@ -99,26 +96,11 @@ def cache_file(folder: ModelFolder) -> Path | None:
     return None if root is None else root / f"{folder.content_key[:32]}.json"
 
 
-def _read(path: Path | None) -> dict:
-    """The cached choices; anything unreadable or odd is as good as none (it is measured again)."""
-    try:
-        if path is None or path.stat().st_size > MAX_CACHE_BYTES:
-            return {}
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _write(path: Path | None, key: str, winner: timing.Measured, results: list[timing.Measured]) -> None:
-    """Remember the choice (atomically); where the cache cannot be written, auto measures again next time."""
-    if path is None:
-        return
-    data = _read(path)
-    data[key] = {"plan": winner.plan.key, "label": winner.label, "frame_ms": winner.timing.per_frame_ms,
-                 "generator_ms": winner.timing.stages_ms["generate"], "mean": winner.mean, "max": winner.max,
-                 "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "all": [{"label": r.label, "frame_ms": r.timing.per_frame_ms, "mean": r.mean, "max": r.max}
-                         for r in results]}
-    with contextlib.suppress(OSError):  # a cache that cannot be written is measured again next time
-        write_atomically(path, json.dumps(data, indent=1))
+    """Remember the choice; where the cache cannot be written, auto measures again next time."""
+    update_record(path, key, {
+        "plan": winner.plan.key, "label": winner.label, "frame_ms": winner.timing.per_frame_ms,
+        "generator_ms": winner.timing.stages_ms["generate"], "mean": winner.mean, "max": winner.max,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "all": [{"label": r.label, "frame_ms": r.timing.per_frame_ms, "mean": r.mean, "max": r.max}
+                for r in results]})

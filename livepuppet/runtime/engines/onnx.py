@@ -14,7 +14,6 @@ user's cache folder, where ``doctor`` reads it. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -26,8 +25,8 @@ import numpy as np
 from livepuppet import paths
 from livepuppet.errors import LivepuppetError, ModelFolderError, one_line
 from livepuppet.modelfolder.schema import NETWORKS, ModelFolder
-from livepuppet.outputs import write_atomically
 from livepuppet.runtime import cpu as cpumod
+from livepuppet.runtime.cache import read_record, update_record
 from livepuppet.runtime.engines.base import Engine, check_inputs
 from livepuppet.runtime.devices import BY_NAME, BY_ORT, DEVICES, INSTALL, PROVIDERS, Provider, available, onnxruntime, \
     requested, resolve
@@ -141,25 +140,12 @@ def _placement_file(folder: ModelFolder) -> Path | None:
 
 
 def record_placement(folder: ModelFolder, provider: str, placement: dict) -> None:
-    """Keep where each model's ops ran on ``provider`` (atomically), in the user's cache folder."""
-    path = _placement_file(folder)
-    if path is None:
-        return
-    data = read_placement(folder)
-    data[provider] = placement
-    with contextlib.suppress(OSError):  # a cache that cannot be written is measured again next time
-        write_atomically(path, json.dumps(data, indent=1))
+    """Keep where each model's ops ran on ``provider``, in the user's cache folder."""
+    update_record(_placement_file(folder), provider, placement)
 
 
 def read_placement(folder: ModelFolder) -> dict:
-    path = _placement_file(folder)
-    try:
-        if path is None or path.stat().st_size > 1 << 20:
-            return {}
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError, RecursionError):
-        return {}
+    return read_record(_placement_file(folder))
 
 
 def describe_placement(placement: dict[str, dict[str, int]]) -> str:
