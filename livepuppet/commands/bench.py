@@ -244,14 +244,12 @@ def _model(args: BenchOptions, err: Console, tmp: list[Path]) -> Path:
     return build_random_model(tmp[0] / "model", cfg, batch=args.batch, console=err, targets=_targets_for(args))
 
 
-_ENGINE_TARGETS = {"onnx": ("onnx",), "savedmodel": ("savedmodel",)}  # engines whose files a default convert skips
-
-
 def _targets_for(args: BenchOptions) -> tuple[str, ...]:
-    """What the random-weights folder must hold for the engine and precision asked for."""
-    from livepuppet.conversion.targets import DEFAULT_TARGETS, resolve_targets
+    """What the random-weights folder must hold for the engine and precision asked for (an engine's files are
+    the target of its name, as `convert --targets` has them)."""
+    from livepuppet.conversion.targets import DEFAULT_TARGETS, TARGETS, resolve_targets
 
-    extra = _ENGINE_TARGETS.get(args.engine, ()) + (("int8",) if args.fast else ())
+    extra = tuple(t for t in (args.engine,) if t in TARGETS) + (("int8",) if args.fast else ())
     return resolve_targets(DEFAULT_TARGETS + extra)
 
 
